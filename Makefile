@@ -1,0 +1,36 @@
+# obdlayout: `make demo` runs the main job on a built-in sample; `make test` runs lint, types and tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# e2fsprogs: e2fsck/debugfs check images, mke2fs builds the demo's sample file system.
+SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs
+
+.PHONY: demo test lint bench system-deps clean
+
+system-deps:
+	@bash scripts/system-deps.sh $(SYSTEM_DEPS)
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || bash scripts/system-deps.sh __venv__:python3-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check obdlayout tests bench
+	$(BIN)/ruff format --check obdlayout tests bench
+	$(BIN)/mypy
+
+test: system-deps $(STAMP) lint
+	$(BIN)/pytest -q
+
+demo: system-deps $(STAMP)
+	bash scripts/demo.sh $(BIN)/obdlayout
+
+bench: system-deps $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `obdlayout` command line."""

@@ -1,0 +1,219 @@
+"""`obdlayout blob …`: look into, check and unpack overlaybd layer blobs a user holds."""
+
+import json
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+import click
+
+from ..atomic import atomic_output
+from ..formats.blob import Blob, BlobInfo, open_stack, write_raw
+from ..formats.commit import BlobOptions, LayerBlobWriter, pack_raw_image
+from ..formats.errors import FormatError
+from ..formats.lsmt_layout import SECTOR, is_valid_uuid
+from ..formats.zfile_layout import Algorithm
+from ..formats.zfile_writer import default_jobs
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_BLOBS = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+
+
+def _format_errors_exit(func: Callable[P, R]) -> Callable[P, R]:
+    """A fault in a blob is the user's input problem: one line naming file and fault, exit 1."""
+
+    @wraps(func)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except FormatError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}") from None
+
+    return run
+
+
+@click.group()
+def blob() -> None:
+    """Overlaybd layer blobs: tar wrapper, ZFile and LSMT, in any combination."""
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _describe(info: BlobInfo) -> str:
+    compression = info.compression if info.block_size is None else f"{info.compression}, {info.block_size}-byte blocks"
+    lines = [
+        info.path,
+        f"  kind:          {info.kind}",
+        f"  wrapping:      {info.wrapping}",
+        f"  compression:   {compression}",
+        f"  file size:     {_human(info.file_size)} ({info.file_size} bytes); LSMT {info.lsmt_size} bytes",
+        f"  uuid:          {info.uuid}",
+        f"  parent uuid:   {info.parent_uuid}",
+        f"  virtual size:  {_human(info.virtual_size)} ({info.virtual_size} bytes)",
+        f"  records:       {info.records} ({info.zeroed_records} zeroed)",
+        f"  data:          {_human(info.data_bytes)} ({info.data_bytes} bytes)",
+    ]
+    if info.target_records:
+        lines.append(f"  in target tar: {info.target_records} records, {info.target_bytes} bytes")
+    if info.user_tag:
+        lines.append(f"  user tag:      {info.user_tag}")
+    return "\n".join(lines)
+
+
+@blob.command()
+@_BLOBS
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per file.")
+@_format_errors_exit
+def info(files: tuple[str, ...], as_json: bool) -> None:
+    """Show how each FILE is wrapped and compressed, and its LSMT facts.
+
+    Sizes are bytes; uuids are as stored in the LSMT trailer.
+    """
+    infos = []
+    for path in files:
+        with Blob(path) as opened:
+            infos.append(opened.info())
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+    else:
+        click.echo("\n\n".join(_describe(i) for i in infos))
+
+
+@blob.command()
+@_BLOBS
+def verify(files: tuple[str, ...]) -> None:
+    """Check every structural rule and every CRC of each FILE.
+
+    Prints one line per file; exits 1 if any file has a fault, naming the first fault found in it.
+    """
+    failed = False
+    for path in files:
+        try:
+            with Blob(path) as opened:
+                opened.verify()
+                summary = opened.info()
+        except FormatError as exc:
+            click.echo(f"FAULT {exc}", err=True)
+            failed = True
+            continue
+        except OSError as exc:
+            click.echo(f"FAULT {path}: {exc.strerror}", err=True)
+            failed = True
+            continue
+        click.echo(f"ok    {path}: {summary.kind} LSMT, {summary.records} records, {summary.compression}")
+    if failed:
+        raise SystemExit(1)
+
+
+@blob.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+@_format_errors_exit
+def unpack(file: str, out: str) -> None:
+    """Write the plain LSMT layer inside FILE to OUT (decompressed, unwrapped; CRCs checked)."""
+    with Blob(file) as opened, atomic_output(out) as sink:
+        for chunk in opened.iter_lsmt():
+            sink.write(chunk)
+
+
+@blob.command()
+@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+@_BLOBS
+@_format_errors_exit
+def raw(out: str, files: tuple[str, ...]) -> None:
+    """Merge the stack FILES (bottom layer first) into the sparse raw disk image OUT.
+
+    OUT is as large as the virtual size, but only mapped data takes space on disk.
+    """
+    with ExitStack() as stack:
+        disk = open_stack(files, stack)
+        with atomic_output(out) as sink:
+            written = write_raw(disk, sink)
+    click.echo(f"{out}: {disk.virtual_size} bytes virtual, {written} bytes of data", err=True)
+
+
+@blob.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+@click.option("--uuid", help="LSMT uuid (36-char form; the null uuid when absent).")
+@click.option("--parent-uuid", help="LSMT parent uuid (the null uuid when absent).")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["lz4", "zstd"]),
+    default="lz4",
+    show_default=True,
+    help="ZFile compression.",
+)
+@click.option(
+    "--bs",
+    "block_kib",
+    type=click.Choice(["4", "8", "16", "32", "64"]),
+    default="4",
+    show_default=True,
+    help="ZFile block size in KiB.",
+)
+@click.option("--no-zfile", is_flag=True, help="Write a plain LSMT layer, uncompressed.")
+@click.option("--no-tar", is_flag=True, help="Leave out the tar wrapper.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=default_jobs,
+    show_default="all cores",
+    help="Compression workers.",
+)
+@_format_errors_exit
+def pack(
+    image: str,
+    out: str,
+    uuid: str | None,
+    parent_uuid: str | None,
+    algorithm: str,
+    block_kib: str,
+    no_zfile: bool,
+    no_tar: bool,
+    jobs: int,
+) -> None:
+    """Pack the raw disk image IMAGE (e.g. an ext4 file system) into the layer blob OUT.
+
+    Every non-zero 4 KiB block becomes LSMT data; the virtual size is IMAGE's size. The result is
+    what `overlaybd-commit -z -t` would make of a layer holding that image.
+    """
+    for name, value in (("--uuid", uuid), ("--parent-uuid", parent_uuid)):
+        if value is not None and not is_valid_uuid(value):
+            raise click.BadParameter(f"{value!r} is not a 36-character UUID", param_hint=name)
+    options = BlobOptions(
+        compression=None if no_zfile else Algorithm.named(algorithm),
+        block_size=int(block_kib) * 1024,
+        tar=not no_tar,
+        jobs=jobs,
+    )
+    with open(image, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        if size % SECTOR:
+            raise click.ClickException(f"{image}: size {size} is not a multiple of {SECTOR} bytes")
+        with atomic_output(out) as sink:
+            writer = LayerBlobWriter(sink, virtual_size=size, uuid=uuid, parent_uuid=parent_uuid, options=options)
+            try:
+                pack_raw_image(source, writer)
+            except BaseException:
+                writer.abort()
+                raise
+            summary = writer.close()
+    click.echo(
+        f"{out}: {summary.size} bytes, {summary.lsmt.records} records, {summary.lsmt.data_bytes} bytes of data",
+        err=True,
+    )

@@ -1,0 +1,189 @@
+"""The tar wrapper around layer blobs (overlaybd-formats.md §4).
+
+Writes exactly what `overlaybd-commit -t` writes: a PAX header `overlaybd.pax` holding `size=`,
+a ustar header `overlaybd.commit` with size field 0, the payload, then two zero blocks. Reads that
+form and the plain one-member ustar form (Go archive/tar, payload at 512).
+"""
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+BLOCK = 512
+PAX_PAYLOAD_OFFSET = 3 * BLOCK  # PAX header, PAX record block, member header
+PLAIN_PAYLOAD_OFFSET = BLOCK
+
+PAX_NAME = b"overlaybd.pax"
+MEMBER_NAME = b"overlaybd.commit"
+MEMBER_MODE = 0o100644  # the tool writes the output file's st_mode; fixed here for reproducibility
+OWNER_NAME = b"root"
+# POSIX ustar header fields: (offset, length).
+NAME = (0, 100)
+MODE = (100, 8)
+UID = (108, 8)
+GID = (116, 8)
+SIZE = (124, 12)
+MTIME = (136, 12)
+CHKSUM = (148, 8)
+TYPEFLAG = (156, 1)
+MAGIC = (257, 6)
+VERSION = (263, 2)
+UNAME = (265, 32)
+GNAME = (297, 32)
+USTAR_MAGIC = b"ustar\x00"
+USTAR_VERSION = b"00"
+TYPE_PAX = b"x"
+TYPE_FILE = b"0"
+
+
+def _put(block: bytearray, field: tuple[int, int], value: bytes) -> None:
+    offset, length = field
+    block[offset : offset + len(value)] = value[:length]
+
+
+def _octal(value: int, field: tuple[int, int]) -> bytes:
+    """libtar's forms: 8-byte fields "%6o \\0", 12-byte fields "%11o " (space-padded)."""
+    width = field[1]
+    return b"%6o \x00" % value if width == 8 else b"%11o " % value
+
+
+def _finish(block: bytearray) -> bytes:
+    block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]] = b" " * CHKSUM[1]
+    _put(block, CHKSUM, b"%6o \x00" % sum(block))
+    return bytes(block)
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    """A PAX record "<len> key=value\\n" whose length counts its own digits."""
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def wrapper_headers(payload_size: int) -> bytes:
+    """The three 512-byte blocks that precede the payload."""
+    record = _pax_record(b"size", str(payload_size).encode())
+    pax = bytearray(BLOCK)
+    _put(pax, NAME, PAX_NAME)
+    _put(pax, SIZE, _octal(len(record), SIZE))
+    _put(pax, TYPEFLAG, TYPE_PAX)
+    _put(pax, MAGIC, USTAR_MAGIC)
+    _put(pax, VERSION, USTAR_VERSION)
+    member = bytearray(BLOCK)
+    _put(member, NAME, MEMBER_NAME)
+    _put(member, MODE, _octal(MEMBER_MODE, MODE))
+    _put(member, UID, _octal(0, UID))
+    _put(member, GID, _octal(0, GID))
+    _put(member, SIZE, _octal(0, SIZE))
+    _put(member, MTIME, _octal(0, MTIME))
+    _put(member, TYPEFLAG, TYPE_FILE)
+    _put(member, MAGIC, USTAR_MAGIC)
+    _put(member, VERSION, USTAR_VERSION)
+    _put(member, UNAME, OWNER_NAME)
+    _put(member, GNAME, OWNER_NAME)
+    return _finish(pax) + record.ljust(BLOCK, b"\x00") + _finish(member)
+
+
+class TarWrapperWriter:
+    """Reserves the header blocks at the file's current position; `close` fills them in and ends the archive."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._base = out.tell()
+        out.write(bytes(PAX_PAYLOAD_OFFSET))
+
+    def close(self) -> int:
+        """Returns the total size of the wrapped blob."""
+        end = self._out.tell()
+        payload = end - self._base - PAX_PAYLOAD_OFFSET
+        self._out.write(bytes(-payload % BLOCK + 2 * BLOCK))
+        total = self._out.tell() - self._base
+        self._out.seek(self._base)
+        self._out.write(wrapper_headers(payload))
+        self._out.seek(self._base + total)
+        return total
+
+
+@dataclass(frozen=True)
+class TarPayload:
+    offset: int
+    size: int
+    pax: bool
+    member: str
+
+
+def _checksum_ok(block: bytes) -> bool:
+    field = block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]]
+    try:
+        stored = int(field.replace(b"\x00", b" ").strip() or b"-1", 8)
+    except ValueError:
+        return False
+    blanked = block[: CHKSUM[0]] + b" " * CHKSUM[1] + block[CHKSUM[0] + CHKSUM[1] :]
+    unsigned = sum(blanked)
+    signed = sum(b - 256 if b > 127 else b for b in blanked)
+    return stored in (unsigned, signed)
+
+
+def _parse_octal(field: bytes) -> int:
+    text = field.replace(b"\x00", b" ").strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise ValueError(f"tar header field {field!r} is not an octal number") from None
+
+
+def _pax_size(data: bytes) -> int:
+    size = 0
+    pos = 0
+    while pos < len(data) and data[pos] != 0:
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        if length <= 0:
+            break
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        if key == b"size":
+            size = int(value)
+        pos += length
+    return size
+
+
+def is_tar_header(block: bytes) -> bool:
+    """§4: ustar magic "ustar", version "00" and a valid header checksum."""
+    return (
+        len(block) >= BLOCK
+        and block[MAGIC[0] : MAGIC[0] + 5] == b"ustar"
+        and block[VERSION[0] : VERSION[0] + 2] == USTAR_VERSION
+        and _checksum_ok(block[:BLOCK])
+    )
+
+
+def parse_wrapper(head: bytes) -> TarPayload | None:
+    """Where the payload lies, given the first 1536 bytes of a blob; None if it is not tar-wrapped.
+
+    Raises ValueError for a tar header whose extension records cannot be parsed.
+    """
+    if not is_tar_header(head):
+        return None
+    if head[TYPEFLAG[0] : TYPEFLAG[0] + 1] not in (TYPE_PAX, b"g"):
+        return TarPayload(
+            PLAIN_PAYLOAD_OFFSET,
+            _parse_octal(head[SIZE[0] : SIZE[0] + SIZE[1]]),
+            pax=False,
+            member=_name(head),
+        )
+    if len(head) < PAX_PAYLOAD_OFFSET:
+        raise ValueError("tar wrapper is cut short inside its headers")
+    try:
+        pax_size = _pax_size(head[BLOCK : 2 * BLOCK])
+    except ValueError:
+        raise ValueError("tar wrapper's PAX record is malformed") from None
+    member = head[2 * BLOCK : 3 * BLOCK]
+    if not is_tar_header(member):
+        raise ValueError("tar wrapper's member header after the PAX record is not valid ustar")
+    size = pax_size or _parse_octal(member[SIZE[0] : SIZE[0] + SIZE[1]])
+    return TarPayload(PAX_PAYLOAD_OFFSET, size, pax=True, member=_name(member))
+
+
+def _name(block: bytes) -> str:
+    return block[NAME[0] : NAME[0] + NAME[1]].split(b"\x00", 1)[0].decode("utf-8", "replace")
