@@ -149,7 +149,7 @@ def block_digest_ok(block: bytes) -> bool:
     zeroed = bytearray(block[:HT_SIZE])
     (stored,) = DIGEST_STRUCT.unpack_from(zeroed, DIGEST_OFFSET)
     DIGEST_STRUCT.pack_into(zeroed, DIGEST_OFFSET, 0)
-    return raw_crc32c(zeroed) == stored
+    return raw_crc32c(zeroed) == int(stored)
 
 
 class BlockCodec:
