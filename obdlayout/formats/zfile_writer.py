@@ -1,22 +1,18 @@
 """Streaming ZFile writer, as `overlaybd-commit -z` writes (overlaybd-formats.md §3.1-§3.5, §3.7).
 
-Blocks are compressed in batches, in worker processes when `jobs` > 1 (the codecs release little of
-the GIL at 4 KiB granularity, so threads would not scale). Each block is compressed on its own and
-results are written in input order, so the output is the same bytes whatever the number of workers.
+Input is cut into batches of whole blocks, compressed in this process or, with `jobs` > 1, by a pool
+of worker processes (zfile_pool.py). Each block is compressed on its own and batches are written in
+input order, so the output is the same bytes whatever the number of workers.
 """
 
 import os
 from array import array
-from collections import deque
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from typing import BinaryIO
 
-from .crc import BLOCK_CRC_SEED, raw_crc32c
+from .crc import raw_crc32c
 from .zfile_layout import (
     BLOCK_SIZES,
-    CRC_STRUCT,
     DEFAULT_BLOCK_SIZE,
     HT_SIZE,
     INITIAL_HEADER_FLAGS,
@@ -27,28 +23,11 @@ from .zfile_layout import (
     BlockCodec,
     HeaderTrailer,
 )
+from .zfile_pool import CompressorPool, compress_into, output_capacity
 
-# Work is handed to workers about 1 MiB of input at a time: large enough to amortise the hand-off,
-# small enough to keep memory bounded (at most 2 batches per worker are in flight).
+# Work is handed out about 1 MiB of input at a time: large enough to amortise the hand-off,
+# small enough to keep memory bounded (two batches per worker).
 BATCH_BYTES = 1 << 20
-
-_codecs: dict[Algorithm, BlockCodec] = {}
-
-
-def compress_batch(algo: Algorithm, block_size: int, data: bytes) -> tuple[bytes, bytes]:
-    """Compress whole blocks of `data` (the last may be short): the blocks with their CRCs, and their u32 lengths."""
-    codec = _codecs.get(algo)
-    if codec is None:
-        codec = _codecs[algo] = BlockCodec(algo)
-    view = memoryview(data)
-    parts: list[bytes] = []
-    lengths = array(JUMP_ENTRY)
-    for start in range(0, len(view), block_size):
-        packed = codec.compress(view[start : start + block_size])
-        parts.append(packed)
-        parts.append(CRC_STRUCT.pack(raw_crc32c(packed, BLOCK_CRC_SEED)))
-        lengths.append(len(packed) + CRC_STRUCT.size)
-    return b"".join(parts), lengths.tobytes()
 
 
 @dataclass(frozen=True)
@@ -72,7 +51,6 @@ class ZFileWriter:
         algorithm: Algorithm = Algorithm.LZ4,
         block_size: int = DEFAULT_BLOCK_SIZE,
         jobs: int = 1,
-        executor: Executor | None = None,
     ) -> None:
         if block_size not in BLOCK_SIZES:
             raise ValueError(f"ZFile block size {block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
@@ -83,11 +61,11 @@ class ZFileWriter:
         self._algo = algorithm
         self._block_size = block_size
         self._jobs = jobs
-        self._executor = executor
-        self._own_executor = False
         self._batch_bytes = max(block_size, BATCH_BYTES - BATCH_BYTES % block_size)
+        self._pool: CompressorPool | None = None
+        self._codec: BlockCodec | None = None
+        self._scratch = bytearray()
         self._pending = bytearray()
-        self._in_flight: deque[Future[tuple[bytes, bytes]]] = deque()
         self._lengths = array(JUMP_ENTRY)
         self._position = HT_SIZE  # bytes written, relative to the ZFile's start
         self._original = 0
@@ -97,28 +75,38 @@ class ZFileWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._summary is not None:
             raise ValueError("ZFile is already closed")
-        self._pending += data
-        self._original += len(data)
-        whole = len(self._pending) - len(self._pending) % self._batch_bytes
-        if whole:
-            view = memoryview(self._pending)
-            for start in range(0, whole, self._batch_bytes):
-                self._submit(bytes(view[start : start + self._batch_bytes]))
-            view.release()
-            del self._pending[:whole]
-        return len(data)
+        batch = self._batch_bytes
+        with memoryview(data) as whole_view, whole_view.cast("B") as view:
+            size = len(view)
+            self._original += size
+            start = 0
+            if self._pending:  # top up the partial batch left by an earlier write
+                start = min(size, batch - len(self._pending))
+                self._pending += view[:start]
+                if len(self._pending) == batch:
+                    with memoryview(self._pending) as pending:
+                        self._compress(pending, last=False)
+                    self._pending.clear()
+            # Whole batches straight from the caller's buffer, without copying them first.
+            while size - start >= batch:
+                self._compress(view[start : start + batch], last=False)
+                start += batch
+            self._pending += view[start:]
+        return size
 
     def close(self) -> ZFileSummary:
         if self._summary is not None:
             return self._summary
         try:
-            if self._pending:
-                self._submit(bytes(self._pending))
-                self._pending = bytearray()
-            while self._in_flight:
-                self._take_oldest()
-        finally:
-            self._shutdown()
+            with memoryview(self._pending) as view:
+                self._compress(view, last=True)
+            self._pending = bytearray()
+        except BaseException:
+            self.abort()
+            raise
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         table = self._lengths.tobytes()
         index_offset = self._position
         index_crc = raw_crc32c(table)
@@ -134,10 +122,9 @@ class ZFileWriter:
 
     def abort(self) -> None:
         """Stop the workers without finishing the file (after an error upstream)."""
-        for future in self._in_flight:
-            future.cancel()
-        self._in_flight.clear()
-        self._shutdown()
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
 
     def _header(self, flags: int, index_offset: int, index_crc: int) -> HeaderTrailer:
         return HeaderTrailer(
@@ -151,30 +138,30 @@ class ZFileWriter:
             verify=True,
         )
 
-    def _submit(self, batch: bytes) -> None:
-        if self._jobs == 1 and self._executor is None:
-            self._store(compress_batch(self._algo, self._block_size, batch))
+    def _compress(self, batch: memoryview, last: bool) -> None:
+        """Compress one batch (the last may be short or empty), writing out whatever is finished in order."""
+        if self._jobs > 1 and (self._pool is not None or not last):
+            # Started at the first full batch, so that small files never pay for forking workers.
+            if self._pool is None:
+                self._pool = CompressorPool(self._algo, self._block_size, self._batch_bytes, self._jobs)
+            # Each finished batch must be stored before the pool is resumed: its slot is then reused.
+            if batch:
+                for blob, lengths in self._pool.submit(batch):
+                    self._store(blob, lengths)
+            if last:
+                for blob, lengths in self._pool.drain():
+                    self._store(blob, lengths)
             return
-        if self._executor is None:
-            # Lazily, so that small files never pay for starting workers; fork, because the workers
-            # need nothing but this module and must not re-import the caller's __main__.
-            self._executor = ProcessPoolExecutor(self._jobs, mp_context=get_context("fork"))
-            self._own_executor = True
-        self._in_flight.append(self._executor.submit(compress_batch, self._algo, self._block_size, batch))
-        while len(self._in_flight) > 2 * self._jobs:
-            self._take_oldest()
+        if not batch:
+            return
+        if self._codec is None:
+            self._codec = BlockCodec(self._algo)
+            self._scratch = bytearray(output_capacity(self._batch_bytes, self._block_size))
+        with memoryview(self._scratch) as scratch:
+            used, lengths = compress_into(self._codec, self._block_size, batch, scratch)
+            self._store(scratch[:used], lengths)
 
-    def _take_oldest(self) -> None:
-        self._store(self._in_flight.popleft().result())
-
-    def _store(self, result: tuple[bytes, bytes]) -> None:
-        blob, lengths = result
+    def _store(self, blob: memoryview, lengths: bytes) -> None:
         self._sink.write(blob)
         self._lengths.frombytes(lengths)
         self._position += len(blob)
-
-    def _shutdown(self) -> None:
-        if self._own_executor and self._executor is not None:
-            self._executor.shutdown(cancel_futures=True)
-            self._executor = None
-            self._own_executor = False

@@ -1,0 +1,139 @@
+"""Block compression spread over worker processes that share memory with the writer.
+
+Threads do not scale here (at 4 KiB a block the codecs hold the GIL for most of their time), and
+pickling megabytes through pipes costs as much as compressing them. So input and output batches
+live in anonymous shared mappings inherited by forked workers; only slot numbers travel by pipe.
+"""
+
+import mmap
+from array import array
+from collections.abc import Iterator
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import SimpleQueue
+
+from .crc import BLOCK_CRC_SEED, raw_crc32c
+from .zfile_layout import BLOCK_SLACK, CRC_STRUCT, JUMP_ENTRY, Algorithm, BlockCodec
+
+
+def output_capacity(batch_bytes: int, block_size: int) -> int:
+    """Room for a batch's compressed blocks: §3.4 caps each at block_size + 512, plus its CRC."""
+    blocks = -(-batch_bytes // block_size)
+    return blocks * (block_size + BLOCK_SLACK + CRC_STRUCT.size)
+
+
+def compress_into(codec: BlockCodec, block_size: int, src: memoryview, dst: memoryview) -> tuple[int, bytes]:
+    """Compress `src` block by block into `dst`, each block followed by its CRC (§3.3).
+
+    Returns the bytes used in `dst` and the blocks' u32 jump-table lengths.
+    """
+    lengths = array(JUMP_ENTRY)
+    pos = 0
+    for start in range(0, len(src), block_size):
+        packed = codec.compress(src[start : start + block_size])
+        end = pos + len(packed)
+        dst[pos:end] = packed
+        CRC_STRUCT.pack_into(dst, end, raw_crc32c(packed, BLOCK_CRC_SEED))
+        pos = end + CRC_STRUCT.size
+        lengths.append(len(packed) + CRC_STRUCT.size)
+    return pos, lengths.tobytes()
+
+
+Task = tuple[int, int]  # slot, input length
+Result = tuple[int, int, bytes, str]  # slot, output length, jump lengths, error ("" if none)
+
+
+def _work(
+    algo: Algorithm,
+    block_size: int,
+    batch_bytes: int,
+    out_capacity: int,
+    inputs: mmap.mmap,
+    outputs: mmap.mmap,
+    tasks: "SimpleQueue[Task | None]",
+    results: "SimpleQueue[Result]",
+) -> None:
+    codec = BlockCodec(algo)
+    in_view, out_view = memoryview(inputs), memoryview(outputs)
+    while (task := tasks.get()) is not None:
+        slot, length = task
+        try:
+            src = in_view[slot * batch_bytes : slot * batch_bytes + length]
+            dst = out_view[slot * out_capacity : (slot + 1) * out_capacity]
+            used, lengths = compress_into(codec, block_size, src, dst)
+            results.put((slot, used, lengths, ""))
+        except Exception as exc:  # reported to the writer, which raises it
+            results.put((slot, 0, b"", f"{type(exc).__name__}: {exc}"))
+
+
+class CompressorPool:
+    """`workers` forked processes; batches go in with `submit` and come out, in order, from `completed`."""
+
+    def __init__(self, algo: Algorithm, block_size: int, batch_bytes: int, workers: int) -> None:
+        ctx = get_context("fork")  # workers need only what this module holds; no re-import of __main__
+        self._batch = batch_bytes
+        self._slots = 2 * workers
+        self._capacity = output_capacity(batch_bytes, block_size)
+        self._inputs = mmap.mmap(-1, self._slots * batch_bytes)
+        self._outputs = mmap.mmap(-1, self._slots * self._capacity)
+        self._out_view = memoryview(self._outputs)
+        self._tasks: SimpleQueue[Task | None] = ctx.SimpleQueue()
+        self._results: SimpleQueue[Result] = ctx.SimpleQueue()
+        self._free = list(range(self._slots))
+        self._next_seq = 0  # sequence number of the next batch submitted
+        self._next_out = 0  # sequence number of the next batch to hand back
+        self._seq_of_slot: dict[int, int] = {}
+        self._done: dict[int, tuple[int, int, bytes]] = {}  # seq -> slot, used, lengths
+        args = (algo, block_size, batch_bytes, self._capacity, self._inputs, self._outputs, self._tasks, self._results)
+        self._procs: list[BaseProcess] = [ctx.Process(target=_work, args=args, daemon=True) for _ in range(workers)]
+        for proc in self._procs:
+            proc.start()
+
+    def submit(self, data: memoryview) -> Iterator[tuple[memoryview, bytes]]:
+        """Queue one batch; yields finished batches (compressed bytes, jump lengths) that are next in order.
+
+        Each yielded view is valid until the next call into the pool.
+        """
+        while not self._free:
+            yield from self._collect(block=True)
+        slot = self._free.pop()
+        self._inputs[slot * self._batch : slot * self._batch + len(data)] = data
+        self._seq_of_slot[slot] = self._next_seq
+        self._next_seq += 1
+        self._tasks.put((slot, len(data)))
+        yield from self._collect(block=False)
+
+    def drain(self) -> Iterator[tuple[memoryview, bytes]]:
+        while self._next_out < self._next_seq:
+            yield from self._collect(block=True)
+
+    def close(self) -> None:
+        for _ in self._procs:
+            self._tasks.put(None)
+        for proc in self._procs:
+            proc.join()
+        self._release()
+
+    def terminate(self) -> None:
+        for proc in self._procs:
+            proc.kill()
+            proc.join()
+        self._release()
+
+    def _release(self) -> None:
+        self._out_view.release()
+        self._inputs.close()
+        self._outputs.close()
+
+    def _collect(self, block: bool) -> Iterator[tuple[memoryview, bytes]]:
+        while block or not self._results.empty():
+            slot, used, lengths, error = self._results.get()
+            if error:
+                raise RuntimeError(f"ZFile compression worker failed: {error}")
+            self._done[self._seq_of_slot.pop(slot)] = (slot, used, lengths)
+            block = False
+            while self._next_out in self._done:
+                slot, used, lengths = self._done.pop(self._next_out)
+                self._next_out += 1
+                yield self._out_view[slot * self._capacity : slot * self._capacity + used], lengths
+                self._free.append(slot)
