@@ -2,14 +2,18 @@
 
 import io
 import struct
+from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
+from obdlayout.formats.blob import open_stack
+from obdlayout.formats.commit import LayerBlobWriter
 from obdlayout.formats.lsmt_writer import LsmtWriter
 from obdlayout.formats.zfile_layout import Algorithm
 from obdlayout.formats.zfile_writer import ZFileWriter
 
-from .blobs import SECTOR, Extent, plain_lsmt_bytes
+from .blobs import PLAIN, SECTOR, Extent, apply_to_model, plain_lsmt_bytes
 
 MiB = 1 << 20
 
@@ -108,3 +112,31 @@ def test_zfile_header_and_trailer_fields() -> None:
         assert (size, got_flags, index_size, original) == (96, flags, 3, 20000)
         assert struct.unpack_from("<IBBBxIIB", block, 72) == (8192, 2, 0, 0, 0, 0, 1)
         assert index_offset + 12 + 512 == len(blob)
+
+
+def test_unordered_layer_reads_back_and_sorts_its_index(tmp_path: Path) -> None:
+    extents = [Extent(900, 64, seed=1), Extent(0, 8, seed=2), Extent(300, 16, zeroed=True), Extent(8, 8, seed=3)]
+    path = tmp_path / "layer"
+    with path.open("w+b") as out:
+        writer = LayerBlobWriter(out, virtual_size=MiB, uuid=None, parent_uuid=None, options=PLAIN, ordered=False)
+        for e in extents:
+            if e.zeroed:
+                writer.lsmt.write_zeroed(e.sector * SECTOR, e.sectors * SECTOR)
+            else:
+                writer.lsmt.write_data(e.sector * SECTOR, e.data())
+        writer.close()
+    _, records = decode_index(path.read_bytes())
+    # Sorted by offset; 0-7 and 8-15 merge: the zeroed range between their arrivals took no data space.
+    assert [r[:3] for r in records if r[1]] == [(0, 16, 72), (300, 16, 80), (900, 64, 8)]
+    model = bytearray(MiB)
+    apply_to_model(model, extents)
+    with ExitStack() as stack:
+        assert open_stack([path], stack).read(0, MiB) == bytes(model)
+
+
+def test_unordered_layer_rejects_overlaps() -> None:
+    writer = LsmtWriter(io.BytesIO(), virtual_size=MiB, ordered=False)
+    writer.write_data(8192, bytes(8192))
+    writer.write_data(4096, bytes(8192))
+    with pytest.raises(ValueError, match="overlap"):
+        writer.close()

@@ -45,6 +45,7 @@ class LayerBlobWriter:
         parent_uuid: str | None,
         options: BlobOptions = BlobOptions(),
         user_tag: bytes = b"",
+        ordered: bool = True,
     ) -> None:
         self._out = out
         self._start = out.tell()
@@ -60,6 +61,7 @@ class LayerBlobWriter:
             uuid=uuid,
             parent_uuid=parent_uuid,
             user_tag=user_tag,
+            ordered=ordered,
         )
 
     def close(self) -> BlobSummary:

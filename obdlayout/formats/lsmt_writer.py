@@ -17,10 +17,14 @@ from .lsmt_layout import (
     INVALID_RECORD,
     MAX_RECORD_SECTORS,
     MAX_RO_INDEX_RECORDS,
+    MOFFSET_MASK,
+    OFFSET_BITS,
     OFFSET_MASK,
     RECORD_SIZE,
+    RECORD_STRUCT,
     SECTOR,
     USER_TAG_SIZE,
+    ZEROED_SHIFT,
     HeaderTrailer,
     normalize_uuid,
     pack_record,
@@ -44,11 +48,15 @@ class LsmtSummary:
 
 
 class LsmtWriter:
-    """Write data extents and zeroed ranges, sorted by logical offset, as one committed layer.
+    """Write data extents and zeroed ranges as one committed layer.
 
     Offsets and lengths are bytes, multiples of 512. Each `write_data` call counts as one
     source record of the RW layer: splitting an extent into calls whose sizes are multiples of
     32 KiB gives the same bytes as one call.
+
+    With `ordered` (as overlaybd-commit writes) extents must arrive sorted by logical offset.
+    Without it they may arrive in any order, disjoint: data is stored in arrival order and the
+    index is sorted at `close` (the format only requires the index to be sorted, §2.7).
     """
 
     def __init__(
@@ -59,11 +67,13 @@ class LsmtWriter:
         uuid: str | None = None,
         parent_uuid: str | None = None,
         user_tag: bytes = b"",
+        ordered: bool = True,
     ) -> None:
         if len(user_tag) > USER_TAG_SIZE:
             raise ValueError(f"LSMT user tag is {len(user_tag)} bytes, at most {USER_TAG_SIZE} fit")
         _check_aligned("virtual size", virtual_size)
         self._sink = sink
+        self._ordered = ordered
         self._ht = HeaderTrailer(
             flags=COMMITTED_HEADER_FLAGS,
             index_offset=0,
@@ -104,6 +114,8 @@ class LsmtWriter:
         if self._summary is not None:
             return self._summary
         self._flush_run()
+        if not self._ordered:
+            self._sort_index()
         records = len(self._index) // RECORD_SIZE
         padding = -records % INDEX_PAD_RECORDS
         total_records = records + padding
@@ -142,7 +154,7 @@ class LsmtWriter:
         if length <= 0:
             raise ValueError("LSMT extents must not be empty")
         sector, count = offset // SECTOR, length // SECTOR
-        if sector < self._next_sector:
+        if self._ordered and sector < self._next_sector:
             raise ValueError(
                 f"LSMT extents must arrive sorted and disjoint: {offset} is below {self._next_sector * SECTOR}"
             )
@@ -150,6 +162,21 @@ class LsmtWriter:
             raise ValueError(f"extent [{offset}, {offset + length}) lies past the virtual size")
         self._next_sector = sector + count
         return sector, count
+
+    def _sort_index(self) -> None:
+        """Sort the records of an unordered layer and merge them again (compress_raw_index, §2.6 step 3)."""
+        records = sorted(
+            (lo & OFFSET_MASK, lo >> OFFSET_BITS, hi & MOFFSET_MASK, (hi >> ZEROED_SHIFT) & 1)
+            for lo, hi in RECORD_STRUCT.iter_unpack(self._index)
+        )
+        self._index = bytearray()
+        previous_end = 0
+        for offset, length, moffset, zeroed in records:
+            if offset < previous_end:
+                raise ValueError(f"LSMT extents overlap at byte {offset * SECTOR}")
+            previous_end = offset + length
+            self._append(offset, length, moffset, bool(zeroed))
+        self._flush_run()
 
     def _append(self, offset: int, length: int, moffset: int, zeroed: bool) -> None:
         run = self._run
