@@ -1,0 +1,1 @@
+"""The conversion pipeline: OCI layers in, overlaybd layer blobs out."""

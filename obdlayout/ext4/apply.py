@@ -1,0 +1,247 @@
+"""Apply one OCI layer (a tar stream) to a file system, with the OCI image-spec layer rules.
+
+The rules (image-spec layer.md; overlaybd-formats.md §6.4 for what overlaybd-apply does):
+- `.wh.NAME` deletes NAME recursively, `.wh..wh..opq` empties its directory of what lower
+  layers put there; both spare what this same layer created, and neither is stored;
+- a path that exists is replaced, except a directory over a directory, which keeps its
+  contents and takes the new metadata;
+- missing parent directories are created 0755 root:root; symlinks among the parents resolve
+  inside the image, never on the host.
+Beyond overlaybd-apply, which loses data there: PAX uid/gid/mtime (with sub-second times) and
+base-256 numbers are honoured, a whiteout under a non-directory deletes nothing, and GNU sparse
+files keep their holes.
+"""
+
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import BinaryIO
+
+from .errors import Ext4Error, NoSpace
+from .fs import READ_CHUNK, Filesystem, Stamp
+from .layout import BLOCK_SIZE, ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK
+
+WHITEOUT_PREFIX = b".wh."
+OPAQUE_MARKER = b".wh..wh..opq"
+XATTR_PREFIX = "SCHILY.xattr."
+PARENT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
+MAX_SYMLINK_HOPS = 40  # as the kernel's path walk
+MAX_ID = 2**32 - 1
+
+
+class LayerError(Exception):
+    """A layer cannot be applied; the message names the layer and, where known, the entry."""
+
+
+@dataclass
+class ApplyStats:
+    entries: int = 0
+    files: int = 0
+    file_bytes: int = 0
+    whiteouts: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def clean_path(name: str) -> list[bytes]:
+    """Plan 9 style: drop empty and "." parts, resolve ".." without climbing above the root."""
+    parts: list[bytes] = []
+    for part in name.encode("utf-8", "surrogateescape").split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return parts
+
+
+def _stamp(member: tarfile.TarInfo) -> Stamp:
+    if not 0 <= member.uid <= MAX_ID or not 0 <= member.gid <= MAX_ID:
+        raise Ext4Error(f"owner {member.uid}:{member.gid} does not fit ext4's 32-bit ids")
+    seconds, nanoseconds = int(member.mtime), 0
+    text = member.pax_headers.get("mtime")
+    if text is not None:
+        try:
+            exact = Decimal(text)
+        except InvalidOperation:
+            raise Ext4Error(f"PAX mtime {text!r} is not a number") from None
+        seconds = int(exact.to_integral_value(rounding="ROUND_FLOOR"))
+        nanoseconds = int((exact - seconds) * 1_000_000_000)
+    return Stamp(mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, mtime=seconds, mtime_ns=nanoseconds)
+
+
+def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
+    return {
+        key[len(XATTR_PREFIX) :]: value.encode("utf-8", "surrogateescape")
+        for key, value in member.pax_headers.items()
+        if key.startswith(XATTR_PREFIX)
+    }
+
+
+class _Applier:
+    def __init__(self, fs: Filesystem) -> None:
+        self.fs = fs
+        self.created: set[tuple[int, bytes]] = set()  # (directory inode, name) made by this layer
+        self.stats = ApplyStats()
+
+    def walk(self, parts: list[bytes], create: bool) -> int | None:
+        """The directory at `parts`, following symlinks inside the image; None if absent (and not created)."""
+        fs = self.fs
+        trail = [ROOT_INO]
+        todo = list(reversed(parts))
+        hops = 0
+        while todo:
+            name = todo.pop()
+            if name == b"..":
+                if len(trail) > 1:
+                    trail.pop()
+                continue
+            if name == b".":
+                continue
+            child = fs.lookup(trail[-1], name)
+            if child is None:
+                if not create:
+                    return None
+                child = fs.mkdir(trail[-1], name, PARENT_STAMP)
+                self.created.add((trail[-1], name))
+            file_type = fs.inode(child).file_type
+            if file_type == S_IFLNK:
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise Ext4Error(f"too many symlinks while resolving {b'/'.join(parts)!r}")
+                target = fs.symlink_target(child)
+                if target.startswith(b"/"):
+                    trail = [ROOT_INO]
+                todo.extend(reversed([p for p in target.split(b"/") if p]))
+                continue
+            if file_type != S_IFDIR:
+                if create:
+                    raise Ext4Error(f"parent {name!r} is not a directory")
+                return None
+            trail.append(child)
+        return trail[-1]
+
+    def whiteout(self, parent_parts: list[bytes], base: bytes) -> None:
+        self.stats.whiteouts += 1
+        parent = self.walk(parent_parts, create=False)
+        if parent is None:
+            return  # nothing below a missing path or a non-directory
+        fs = self.fs
+        if base == OPAQUE_MARKER:
+            for child in fs.children(parent):
+                if (parent, child) not in self.created:
+                    fs.remove(parent, child)
+            return
+        name = base[len(WHITEOUT_PREFIX) :]
+        if fs.lookup(parent, name) is not None and (parent, name) not in self.created:
+            fs.remove(parent, name)
+
+    def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        parts = clean_path(member.name)
+        if not parts:
+            return  # the root itself, as overlaybd-apply does
+        *parent_parts, base = parts
+        if base.startswith(WHITEOUT_PREFIX):
+            self.whiteout(parent_parts, base)
+            return
+        fs = self.fs
+        stamp = _stamp(member)
+        parent = self.walk(parent_parts, create=True)
+        assert parent is not None
+        existing = fs.lookup(parent, base)
+        target = self._link_target(member) if member.islnk() else None
+        if existing is not None:
+            if member.isdir() and fs.inode(existing).file_type == S_IFDIR:
+                fs.restamp(existing, stamp)
+                fs.set_xattrs(existing, _xattrs(member))
+                self.created.add((parent, base))
+                return
+            if existing == target:
+                return  # a hard link to itself
+            fs.remove(parent, base)
+        ino = self._create(tar, member, parent, base, stamp, target)
+        self.created.add((parent, base))
+        if target is None:
+            fs.set_xattrs(ino, _xattrs(member))
+
+    def _link_target(self, member: tarfile.TarInfo) -> int:
+        *parent_parts, base = clean_path(member.linkname) or [b""]
+        parent = self.walk(parent_parts, create=False)
+        target = self.fs.lookup(parent, base) if parent is not None and base else None
+        if target is None:
+            raise Ext4Error(f"hard link target {member.linkname!r} does not exist")
+        return target
+
+    def _create(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: bytes, stamp: Stamp, target: int | None
+    ) -> int:
+        fs = self.fs
+        if member.isreg():
+            return self._file(tar, member, parent, base, stamp)
+        if member.isdir():
+            return fs.mkdir(parent, base, stamp)
+        if member.issym():
+            return fs.symlink(parent, base, member.linkname.encode("utf-8", "surrogateescape"), stamp)
+        if target is not None:
+            fs.link(parent, base, target)
+            return target
+        if member.ischr() or member.isblk():
+            kind = S_IFCHR if member.ischr() else S_IFBLK
+            return fs.mknod(parent, base, kind, stamp, member.devmajor, member.devminor)
+        if member.isfifo():
+            return fs.mknod(parent, base, S_IFIFO, stamp)
+        raise Ext4Error(f"tar entry type {member.type!r} cannot be represented in ext4")
+
+    def _file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: bytes, stamp: Stamp) -> int:
+        data = tar.extractfile(member)
+        assert data is not None
+        sparse = getattr(member, "sparse", None)
+
+        def read_at(offset: int, length: int) -> bytes:
+            # Sparse files skip their holes; a stream only goes forward, and holes read as zeros.
+            while data.tell() < offset:
+                data.read(min(offset - data.tell(), READ_CHUNK))
+            return data.read(length)
+
+        ranges = [(offset, size) for offset, size in sparse] if sparse else None
+        ino = self.fs.write_file(parent, base, stamp, member.size, read_at, ranges)
+        self.stats.files += 1
+        self.stats.file_bytes += member.size
+        return ino
+
+
+def apply_layer(fs: Filesystem, stream: BinaryIO, layer: str) -> ApplyStats:
+    """Apply the uncompressed tar `stream` to `fs`; `layer` names the layer in errors."""
+    applier = _Applier(fs)
+    member: tarfile.TarInfo | None = None
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
+            for member in tar:
+                applier.stats.entries += 1
+                applier.entry(tar, member)
+    except NoSpace as exc:
+        raise LayerError(
+            f"{layer}: the file system is full at entry {_name(member)} ({exc}); "
+            f"convert with a virtual size of at least {_size_hint(fs, exc.needed_blocks)}"
+        ) from None
+    except Ext4Error as exc:
+        raise LayerError(f"{layer}: entry {_name(member)}: {exc}") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
+        where = f"after entry {_name(member)}" if member is not None else "at its start"
+        raise LayerError(f"{layer}: the tar stream is truncated or corrupt {where}: {exc}") from None
+    applier.stats.warnings.extend(f"{layer}: {warning}" for warning in fs.warnings)
+    fs.warnings.clear()
+    return applier.stats
+
+
+def _name(member: tarfile.TarInfo | None) -> str:
+    return repr(member.name) if member is not None else "(none)"
+
+
+def _size_hint(fs: Filesystem, needed_blocks: int) -> str:
+    used = fs.sb.blocks_count - fs.sb.free_blocks_count
+    total = (used + needed_blocks) * BLOCK_SIZE
+    gib = -(-total * 5 // 4 // (1 << 30))  # a quarter of headroom, in whole GiB
+    return f"{gib} GiB (the layers need about {total >> 20} MiB)"
