@@ -121,20 +121,29 @@ class Allocator:
         self._pending_frees: list[tuple[int, int]] = []
         self._block_goal = 0
         self._inode_goal_group = 0
+        # The counters live here as plain ints while a layer is applied (struct access per file
+        # is slow); `commit` writes them back into the descriptors and the superblock.
+        self._free_blocks = [d.free_blocks for d in descs]
+        self._free_inodes = [d.free_inodes for d in descs]
+        self._used_dirs = [d.used_dirs for d in descs]
+        self._flags = [d.get("bg_flags") for d in descs]
+        self._itable_unused = [d.itable_unused for d in descs]
+        self.free_blocks_total = sb.free_blocks_count
+        self.free_inodes_total = sb.get("s_free_inodes_count")
 
     # -- blocks ---------------------------------------------------------------------------------
 
     def alloc_blocks(self, count: int) -> list[tuple[int, int]]:
         """`count` blocks as (start, length) runs, first-fit from the goal, wrapping around once."""
-        if count > self.sb.free_blocks_count:
-            raise NoSpace(f"needs {count} more blocks, {self.sb.free_blocks_count} are free", count)
+        if count > self.free_blocks_total:
+            raise NoSpace(f"needs {count} more blocks, {self.free_blocks_total} are free", count)
         runs: list[tuple[int, int]] = []
         remaining = count
         geo = self.geo
         start_group = geo.group_of_block(max(self._block_goal, geo.first_data_block)) % geo.group_count
         for step in range(geo.group_count + 1):
             group = (start_group + step) % geo.group_count
-            if self.descs[group].free_blocks == 0:
+            if self._free_blocks[group] == 0:
                 continue
             bitmap = self._block_map(group)
             size = geo.blocks_in_group(group)
@@ -144,8 +153,9 @@ class Allocator:
                 bit = first_bit(bitmap, bit, size, False)
                 if bit < 0:
                     break
-                used = first_bit(bitmap, bit, size, True)
-                end = min(size if used < 0 else used, bit + remaining)
+                limit = min(size, bit + remaining)
+                used = first_bit(bitmap, bit, limit, True)
+                end = limit if used < 0 else used
                 length = end - bit
                 self._take_blocks(group, bit, length)
                 start = geo.group_start(group) + bit
@@ -178,21 +188,19 @@ class Allocator:
 
     def _take_blocks(self, group: int, bit: int, count: int) -> None:
         set_bits(self._block_maps[group] if group in self._block_maps else self._block_map(group), bit, count, True)
-        desc = self.descs[group]
-        desc.free_blocks -= count
-        desc.set("bg_flags", desc.get("bg_flags") & ~BG_BLOCK_UNINIT)
-        self.sb.free_blocks_count -= count
+        self._free_blocks[group] -= count
+        self._flags[group] &= ~BG_BLOCK_UNINIT
+        self.free_blocks_total -= count
         self._dirty_block_maps.add(group)
         self._dirty_descs.add(group)
 
     def _block_map(self, group: int) -> bytearray:
         bitmap = self._block_maps.get(group)
         if bitmap is None:
-            desc = self.descs[group]
-            if desc.get("bg_flags") & BG_BLOCK_UNINIT:
+            if self._flags[group] & BG_BLOCK_UNINIT:
                 bitmap = self._uninit_block_map(group)
             else:
-                bitmap = bytearray(self._device.read(desc.block_bitmap)[: self.geo.blocks_per_group // 8])
+                bitmap = bytearray(self._device.read(self.descs[group].block_bitmap)[: self.geo.blocks_per_group // 8])
             # Bits past the end of the disk (last group) count as used.
             size = self.geo.blocks_in_group(group)
             if size < self.geo.blocks_per_group:
@@ -221,21 +229,20 @@ class Allocator:
         geo = self.geo
         for step in range(geo.group_count):
             group = (self._inode_goal_group + step) % geo.group_count
-            desc = self.descs[group]
-            if desc.free_inodes == 0:
+            if self._free_inodes[group] == 0:
                 continue
             bitmap = self._inode_map(group)
             bit = first_bit(bitmap, 0, geo.inodes_per_group, False)
             if bit < 0:
                 continue
             _set_bit(bitmap, bit, True)
-            desc.free_inodes -= 1
+            self._free_inodes[group] -= 1
             if directory:
-                desc.used_dirs += 1
-            desc.set("bg_flags", desc.get("bg_flags") & ~BG_INODE_UNINIT)
+                self._used_dirs[group] += 1
+            self._flags[group] &= ~BG_INODE_UNINIT
             if self._gdt_csum:
-                desc.itable_unused = min(desc.itable_unused, geo.inodes_per_group - bit - 1)
-            self.sb.set("s_free_inodes_count", self.sb.get("s_free_inodes_count") - 1)
+                self._itable_unused[group] = min(self._itable_unused[group], geo.inodes_per_group - bit - 1)
+            self.free_inodes_total -= 1
             self._dirty_inode_maps.add(group)
             self._dirty_descs.add(group)
             self._inode_goal_group = group
@@ -255,23 +262,21 @@ class Allocator:
     def free_inode(self, ino: int, directory: bool) -> None:
         group, bit = divmod(ino - 1, self.geo.inodes_per_group)
         _set_bit(self._inode_map(group), bit, False)
-        desc = self.descs[group]
-        desc.free_inodes += 1
+        self._free_inodes[group] += 1
         if directory:
-            desc.used_dirs -= 1
-        self.sb.set("s_free_inodes_count", self.sb.get("s_free_inodes_count") + 1)
+            self._used_dirs[group] -= 1
+        self.free_inodes_total += 1
         self._dirty_inode_maps.add(group)
         self._dirty_descs.add(group)
 
     def _inode_map(self, group: int) -> bytearray:
         bitmap = self._inode_maps.get(group)
         if bitmap is None:
-            desc = self.descs[group]
             size = self.geo.inodes_per_group // 8
-            if desc.get("bg_flags") & BG_INODE_UNINIT:
+            if self._flags[group] & BG_INODE_UNINIT:
                 bitmap = bytearray(size)
             else:
-                bitmap = bytearray(self._device.read(desc.inode_bitmap)[:size])
+                bitmap = bytearray(self._device.read(self.descs[group].inode_bitmap)[:size])
             self._inode_maps[group] = bitmap
         return bitmap
 
@@ -285,8 +290,8 @@ class Allocator:
                 bit = start - self.geo.group_start(group)
                 take = min(count, self.geo.blocks_in_group(group) - bit)
                 set_bits(self._block_map(group), bit, take, False)
-                self.descs[group].free_blocks += take
-                self.sb.free_blocks_count += take
+                self._free_blocks[group] += take
+                self.free_blocks_total += take
                 self._dirty_block_maps.add(group)
                 self._dirty_descs.add(group)
                 start += take
@@ -299,6 +304,15 @@ class Allocator:
             bitmap = self._inode_maps[group]
             # e2fsck checks that the block's bytes past the group's inodes are all ones.
             self._device.replace(self.descs[group].inode_bitmap, bitmap + b"\xff" * (BLOCK_SIZE - len(bitmap)))
+        for group in self._dirty_descs:
+            desc = self.descs[group]
+            desc.free_blocks = self._free_blocks[group]
+            desc.free_inodes = self._free_inodes[group]
+            desc.used_dirs = self._used_dirs[group]
+            desc.set("bg_flags", self._flags[group])
+            desc.itable_unused = self._itable_unused[group]
+        self.sb.free_blocks_count = self.free_blocks_total
+        self.sb.set("s_free_inodes_count", self.free_inodes_total)
         self.write_descriptors(sorted(self._dirty_descs), self.geo.first_data_block + 1)
         self._dirty_block_maps.clear()
         self._dirty_inode_maps.clear()

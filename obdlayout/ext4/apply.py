@@ -12,19 +12,17 @@ base-256 numbers are honoured, a whiteout under a non-directory deletes nothing,
 files keep their holes.
 """
 
-import tarfile
 import zlib
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
 from .errors import Ext4Error, NoSpace
-from .fs import READ_CHUNK, Filesystem, Stamp
+from .fs import Filesystem, Stamp
 from .layout import BLOCK_SIZE, ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK
+from .tarstream import BLOCKDEV, CHAR, FIFO, HARDLINK, SYMLINK, TarEntry, TarFormatError, TarReader
 
 WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
-XATTR_PREFIX = "SCHILY.xattr."
 PARENT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
 MAX_SYMLINK_HOPS = 40  # as the kernel's path walk
 MAX_ID = 2**32 - 1
@@ -43,10 +41,10 @@ class ApplyStats:
     warnings: list[str] = field(default_factory=list)
 
 
-def clean_path(name: str) -> list[bytes]:
+def clean_path(name: bytes) -> list[bytes]:
     """Plan 9 style: drop empty and "." parts, resolve ".." without climbing above the root."""
     parts: list[bytes] = []
-    for part in name.encode("utf-8", "surrogateescape").split(b"/"):
+    for part in name.split(b"/"):
         if part in (b"", b"."):
             continue
         if part == b"..":
@@ -57,27 +55,10 @@ def clean_path(name: str) -> list[bytes]:
     return parts
 
 
-def _stamp(member: tarfile.TarInfo) -> Stamp:
-    if not 0 <= member.uid <= MAX_ID or not 0 <= member.gid <= MAX_ID:
-        raise Ext4Error(f"owner {member.uid}:{member.gid} does not fit ext4's 32-bit ids")
-    seconds, nanoseconds = int(member.mtime), 0
-    text = member.pax_headers.get("mtime")
-    if text is not None:
-        try:
-            exact = Decimal(text)
-        except InvalidOperation:
-            raise Ext4Error(f"PAX mtime {text!r} is not a number") from None
-        seconds = int(exact.to_integral_value(rounding="ROUND_FLOOR"))
-        nanoseconds = int((exact - seconds) * 1_000_000_000)
-    return Stamp(mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, mtime=seconds, mtime_ns=nanoseconds)
-
-
-def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
-    return {
-        key[len(XATTR_PREFIX) :]: value.encode("utf-8", "surrogateescape")
-        for key, value in member.pax_headers.items()
-        if key.startswith(XATTR_PREFIX)
-    }
+def _stamp(entry: TarEntry) -> Stamp:
+    if not 0 <= entry.uid <= MAX_ID or not 0 <= entry.gid <= MAX_ID:
+        raise Ext4Error(f"owner {entry.uid}:{entry.gid} does not fit ext4's 32-bit ids")
+    return Stamp(mode=entry.mode, uid=entry.uid, gid=entry.gid, mtime=entry.mtime, mtime_ns=entry.mtime_ns)
 
 
 class _Applier:
@@ -85,9 +66,19 @@ class _Applier:
         self.fs = fs
         self.created: set[tuple[int, bytes]] = set()  # (directory inode, name) made by this layer
         self.stats = ApplyStats()
+        # Directories already resolved, by path: tar entries come directory by directory.
+        self._resolved: dict[tuple[bytes, ...], int] = {}
+
+    def remove(self, parent: int, name: bytes) -> None:
+        self.fs.remove(parent, name)
+        self._resolved.clear()
 
     def walk(self, parts: list[bytes], create: bool) -> int | None:
         """The directory at `parts`, following symlinks inside the image; None if absent (and not created)."""
+        key = tuple(parts)
+        known = self._resolved.get(key)
+        if known is not None:
+            return known
         fs = self.fs
         trail = [ROOT_INO]
         todo = list(reversed(parts))
@@ -121,6 +112,7 @@ class _Applier:
                     raise Ext4Error(f"parent {name!r} is not a directory")
                 return None
             trail.append(child)
+        self._resolved[key] = trail[-1]
         return trail[-1]
 
     def whiteout(self, parent_parts: list[bytes], base: bytes) -> None:
@@ -132,13 +124,13 @@ class _Applier:
         if base == OPAQUE_MARKER:
             for child in fs.children(parent):
                 if (parent, child) not in self.created:
-                    fs.remove(parent, child)
+                    self.remove(parent, child)
             return
         name = base[len(WHITEOUT_PREFIX) :]
         if fs.lookup(parent, name) is not None and (parent, name) not in self.created:
-            fs.remove(parent, name)
+            self.remove(parent, name)
 
-    def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def entry(self, tar: TarReader, member: TarEntry) -> None:
         parts = clean_path(member.name)
         if not parts:
             return  # the root itself, as overlaybd-apply does
@@ -151,22 +143,22 @@ class _Applier:
         parent = self.walk(parent_parts, create=True)
         assert parent is not None
         existing = fs.lookup(parent, base)
-        target = self._link_target(member) if member.islnk() else None
+        target = self._link_target(member) if member.type == HARDLINK else None
         if existing is not None:
-            if member.isdir() and fs.inode(existing).file_type == S_IFDIR:
+            if member.is_directory and fs.inode(existing).file_type == S_IFDIR:
                 fs.restamp(existing, stamp)
-                fs.set_xattrs(existing, _xattrs(member))
+                fs.set_xattrs(existing, member.xattrs)
                 self.created.add((parent, base))
                 return
             if existing == target:
                 return  # a hard link to itself
-            fs.remove(parent, base)
+            self.remove(parent, base)
         ino = self._create(tar, member, parent, base, stamp, target)
         self.created.add((parent, base))
-        if target is None:
-            fs.set_xattrs(ino, _xattrs(member))
+        if target is None and member.xattrs:
+            fs.set_xattrs(ino, member.xattrs)
 
-    def _link_target(self, member: tarfile.TarInfo) -> int:
+    def _link_target(self, member: TarEntry) -> int:
         *parent_parts, base = clean_path(member.linkname) or [b""]
         parent = self.walk(parent_parts, create=False)
         target = self.fs.lookup(parent, base) if parent is not None and base else None
@@ -175,52 +167,38 @@ class _Applier:
         return target
 
     def _create(
-        self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: bytes, stamp: Stamp, target: int | None
+        self, tar: TarReader, member: TarEntry, parent: int, base: bytes, stamp: Stamp, target: int | None
     ) -> int:
         fs = self.fs
-        if member.isreg():
-            return self._file(tar, member, parent, base, stamp)
-        if member.isdir():
+        if member.is_directory:
             return fs.mkdir(parent, base, stamp)
-        if member.issym():
-            return fs.symlink(parent, base, member.linkname.encode("utf-8", "surrogateescape"), stamp)
+        if member.is_regular:
+            ino = fs.write_file(parent, base, stamp, member.size, tar.read_at, member.sparse)
+            self.stats.files += 1
+            self.stats.file_bytes += member.size
+            return ino
+        if member.type == SYMLINK:
+            return fs.symlink(parent, base, member.linkname, stamp)
         if target is not None:
             fs.link(parent, base, target)
             return target
-        if member.ischr() or member.isblk():
-            kind = S_IFCHR if member.ischr() else S_IFBLK
+        if member.type in (CHAR, BLOCKDEV):
+            kind = S_IFCHR if member.type == CHAR else S_IFBLK
             return fs.mknod(parent, base, kind, stamp, member.devmajor, member.devminor)
-        if member.isfifo():
+        if member.type == FIFO:
             return fs.mknod(parent, base, S_IFIFO, stamp)
         raise Ext4Error(f"tar entry type {member.type!r} cannot be represented in ext4")
-
-    def _file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, base: bytes, stamp: Stamp) -> int:
-        data = tar.extractfile(member)
-        assert data is not None
-        sparse = getattr(member, "sparse", None)
-
-        def read_at(offset: int, length: int) -> bytes:
-            # Sparse files skip their holes; a stream only goes forward, and holes read as zeros.
-            while data.tell() < offset:
-                data.read(min(offset - data.tell(), READ_CHUNK))
-            return data.read(length)
-
-        ranges = [(offset, size) for offset, size in sparse] if sparse else None
-        ino = self.fs.write_file(parent, base, stamp, member.size, read_at, ranges)
-        self.stats.files += 1
-        self.stats.file_bytes += member.size
-        return ino
 
 
 def apply_layer(fs: Filesystem, stream: BinaryIO, layer: str) -> ApplyStats:
     """Apply the uncompressed tar `stream` to `fs`; `layer` names the layer in errors."""
     applier = _Applier(fs)
-    member: tarfile.TarInfo | None = None
+    member: TarEntry | None = None
     try:
-        with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
-            for member in tar:
-                applier.stats.entries += 1
-                applier.entry(tar, member)
+        tar = TarReader(stream)
+        for member in tar:
+            applier.stats.entries += 1
+            applier.entry(tar, member)
     except NoSpace as exc:
         raise LayerError(
             f"{layer}: the file system is full at entry {_name(member)} ({exc}); "
@@ -228,7 +206,7 @@ def apply_layer(fs: Filesystem, stream: BinaryIO, layer: str) -> ApplyStats:
         ) from None
     except Ext4Error as exc:
         raise LayerError(f"{layer}: entry {_name(member)}: {exc}") from None
-    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
+    except (TarFormatError, EOFError, OSError, zlib.error, ValueError) as exc:
         where = f"after entry {_name(member)}" if member is not None else "at its start"
         raise LayerError(f"{layer}: the tar stream is truncated or corrupt {where}: {exc}") from None
     applier.stats.warnings.extend(f"{layer}: {warning}" for warning in fs.warnings)
@@ -236,12 +214,12 @@ def apply_layer(fs: Filesystem, stream: BinaryIO, layer: str) -> ApplyStats:
     return applier.stats
 
 
-def _name(member: tarfile.TarInfo | None) -> str:
-    return repr(member.name) if member is not None else "(none)"
+def _name(member: TarEntry | None) -> str:
+    return repr(member.name.decode("utf-8", "backslashreplace")) if member is not None else "(none)"
 
 
 def _size_hint(fs: Filesystem, needed_blocks: int) -> str:
-    used = fs.sb.blocks_count - fs.sb.free_blocks_count
+    used = fs.sb.blocks_count - fs.alloc.free_blocks_total
     total = (used + needed_blocks) * BLOCK_SIZE
     gib = -(-total * 5 // 4 // (1 << 30))  # a quarter of headroom, in whole GiB
     return f"{gib} GiB (the layers need about {total >> 20} MiB)"

@@ -20,7 +20,6 @@ from .layout import (
     DESC_SIZE_64BIT,
     DIR_NLINK_MAX,
     EXT4_MAGIC,
-    EXTRA_ISIZE,
     FAST_SYMLINK_MAX,
     FILE_TYPE_OF_MODE,
     GOOD_OLD_INODE_SIZE,
@@ -162,12 +161,8 @@ class Filesystem:
 
     def _new_inode(self, file_type: int, stamp: Stamp, directory: bool = False) -> tuple[int, Inode]:
         ino = self.alloc.alloc_inode(directory)
-        inode = Inode(bytes(self.geo.inode_size))
-        if self.geo.inode_size >= GOOD_OLD_INODE_SIZE + EXTRA_ISIZE:
-            inode.set("i_extra_isize", EXTRA_ISIZE)
-        inode.set("i_mode", file_type | (stamp.mode & 0o7777))
-        inode.links = 1
-        self._apply_stamp(inode, stamp)
+        mode = file_type | (stamp.mode & 0o7777)
+        inode = Inode.new(self.geo.inode_size, mode, stamp.uid, stamp.gid, stamp.mtime, stamp.mtime_ns)
         self._inodes[ino] = inode
         self._dirty_inodes.add(ino)
         return ino, inode
@@ -246,13 +241,9 @@ class Filesystem:
     def make_root(self, stamp: Stamp) -> None:
         """mkfs: the root directory, its own parent."""
         self.alloc.mark_inode_used(ROOT_INO, directory=True)
-        inode = Inode(bytes(self.geo.inode_size))
-        if self.geo.inode_size >= GOOD_OLD_INODE_SIZE + EXTRA_ISIZE:
-            inode.set("i_extra_isize", EXTRA_ISIZE)
-        inode.set("i_mode", S_IFDIR | stamp.mode)
+        inode = Inode.new(self.geo.inode_size, S_IFDIR | stamp.mode, stamp.uid, stamp.gid, stamp.mtime, stamp.mtime_ns)
         inode.links = 2
         inode.flags = INODE_FLAG_EXTENTS
-        self._apply_stamp(inode, stamp)
         self._inodes[ROOT_INO] = inode
         self._dirty_inodes.add(ROOT_INO)
         directory = Directory(ROOT_INO, ROOT_INO, [])

@@ -65,7 +65,8 @@ class ZFileWriter:
         self._pool: CompressorPool | None = None
         self._codec: BlockCodec | None = None
         self._scratch = bytearray()
-        self._pending = bytearray()
+        self._pending = bytearray(self._batch_bytes)  # a partial batch: the first `_fill` bytes
+        self._fill = 0
         self._lengths = array(JUMP_ENTRY)
         self._position = HT_SIZE  # bytes written, relative to the ZFile's start
         self._original = 0
@@ -80,18 +81,21 @@ class ZFileWriter:
             size = len(view)
             self._original += size
             start = 0
-            if self._pending:  # top up the partial batch left by an earlier write
-                start = min(size, batch - len(self._pending))
-                self._pending += view[:start]
-                if len(self._pending) == batch:
+            if self._fill:  # top up the partial batch left by earlier writes
+                start = min(size, batch - self._fill)
+                self._pending[self._fill : self._fill + start] = view[:start]
+                self._fill += start
+                if self._fill == batch:
                     with memoryview(self._pending) as pending:
                         self._compress(pending, last=False)
-                    self._pending.clear()
+                    self._fill = 0
             # Whole batches straight from the caller's buffer, without copying them first.
             while size - start >= batch:
                 self._compress(view[start : start + batch], last=False)
                 start += batch
-            self._pending += view[start:]
+            rest = size - start
+            self._pending[self._fill : self._fill + rest] = view[start:]
+            self._fill += rest
         return size
 
     def close(self) -> ZFileSummary:
@@ -99,8 +103,8 @@ class ZFileWriter:
             return self._summary
         try:
             with memoryview(self._pending) as view:
-                self._compress(view, last=True)
-            self._pending = bytearray()
+                self._compress(view[: self._fill], last=True)
+            self._fill = 0
         except BaseException:
             self.abort()
             raise

@@ -1,0 +1,53 @@
+"""Benchmark inputs, built from real files on this machine (never downloaded) and cached in bench-out/."""
+
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "bench-out"
+BIG_FILES_BYTES = 600 << 20
+BIG_FILE_MIN = 50 << 20
+
+
+def python_tree() -> Path:
+    """The running Python installation (interpreter, stdlib, site-packages): a realistic layer."""
+    return Path(sys.base_prefix).resolve()
+
+
+def large_files(limit: int = BIG_FILES_BYTES) -> list[Path]:
+    """The largest regular files under /usr and the Python installation, up to `limit` bytes in all."""
+    found: list[tuple[int, str]] = []
+    for root in sorted({"/usr", str(python_tree()), sys.prefix}):
+        for directory, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    stat = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.st_size >= BIG_FILE_MIN and os.path.isfile(path) and not os.path.islink(path):
+                    found.append((stat.st_size, path))
+    chosen: list[Path] = []
+    total = 0
+    for size, path in sorted(found, key=lambda item: (-item[0], item[1])):
+        if total + size > limit:
+            continue
+        chosen.append(Path(path))
+        total += size
+    return chosen
+
+
+def tar_of(name: str, paths: list[Path], base: Path | None = None) -> Path:
+    """A plain PAX tar of `paths` (directories recursively), made once and reused."""
+    OUT.mkdir(exist_ok=True)
+    target = OUT / f"{name}.tar"
+    if target.exists():
+        return target
+    partial = target.with_suffix(".tar.part")
+    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in paths:
+            arcname = str(path.relative_to(base)) if base else str(path).lstrip("/")
+            tar.add(path, arcname=arcname)
+    partial.rename(target)
+    return target

@@ -1,0 +1,370 @@
+"""A streaming reader of layer tars: ustar, PAX (local and global), GNU long names and sparse files.
+
+Written for speed and for exactness where Python's tarfile gets in the way: names, link targets
+and xattr values stay bytes, PAX mtimes keep their nanoseconds, numbers may be base-256, and the
+stream is only ever read forward (it is usually a decompressor's output).
+Formats: POSIX.1-2001 pax and ustar; GNU tar's "Formats" appendix (L/K long names, old GNU
+sparse 'S' headers, PAX sparse versions 0.0, 0.1 and 1.0).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import BinaryIO
+
+BLOCK = 512
+# ustar header fields: (offset, length).
+NAME = (0, 100)
+MODE = (100, 8)
+UID = (108, 8)
+GID = (116, 8)
+SIZE = (124, 12)
+MTIME = (136, 12)
+CHKSUM = (148, 8)
+TYPEFLAG = 156
+LINKNAME = (157, 100)
+MAGIC = (257, 8)
+DEVMAJOR = (329, 8)
+DEVMINOR = (337, 8)
+PREFIX = (345, 155)
+# Old GNU sparse header: 4 (offset, numbytes) pairs, the "extended" flag and the real size.
+GNU_SPARSE_MAP = 386
+GNU_SPARSE_ENTRIES = 4
+GNU_IS_EXTENDED = 482
+GNU_REALSIZE = (483, 12)
+GNU_EXT_ENTRIES = 21  # per continuation block
+GNU_EXT_IS_EXTENDED = 504
+NUMBER = 12
+
+USTAR_MAGIC = b"ustar\x0000"
+CHKSUM_BLANKS = 8 * ord(" ")
+
+REGULAR = b"0"
+AREGULAR = b"\x00"
+HARDLINK = b"1"
+SYMLINK = b"2"
+CHAR = b"3"
+BLOCKDEV = b"4"
+DIRECTORY = b"5"
+FIFO = b"6"
+CONTIGUOUS = b"7"
+PAX_LOCAL = b"x"
+PAX_GLOBAL = b"g"
+GNU_LONGNAME = b"L"
+GNU_LONGLINK = b"K"
+GNU_SPARSE = b"S"
+_EXTENSIONS = (PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK)
+_KNOWN_TYPES = (REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS, GNU_SPARSE)
+_MAX_EXTENSION = 16 << 20  # a PAX or long-name block larger than this is not a header
+XATTR_PREFIX = b"SCHILY.xattr."
+_READ = 1 << 20
+
+
+class TarFormatError(ValueError):
+    """The stream is not a well-formed tar (or ends early)."""
+
+
+@dataclass
+class TarEntry:
+    name: bytes
+    type: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int  # the file's size (for sparse files, with the holes)
+    mtime: int
+    mtime_ns: int
+    linkname: bytes
+    devmajor: int
+    devminor: int
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    sparse: list[tuple[int, int]] | None = None  # data regions (offset, length) of a sparse file
+
+    @property
+    def is_regular(self) -> bool:
+        return self.type in (REGULAR, AREGULAR, CONTIGUOUS, GNU_SPARSE) and not self.is_directory
+
+    @property
+    def is_directory(self) -> bool:
+        return self.type == DIRECTORY or (self.type == AREGULAR and self.name.endswith(b"/"))
+
+
+def _field(block: bytes, spec: tuple[int, int]) -> bytes:
+    return block[spec[0] : spec[0] + spec[1]]
+
+
+def _string(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
+
+
+def parse_number(raw: bytes) -> int:
+    """An octal field, or GNU base-256 (first byte 0x80, or 0xff for negative)."""
+    if raw and raw[0] in (0x80, 0xFF):
+        value = int.from_bytes(raw[1:], "big")
+        return value - (1 << (8 * len(raw) - 8)) if raw[0] == 0xFF else value
+    text = raw.replace(b"\0", b" ").strip()
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise TarFormatError(f"header field {raw!r} is not a number") from None
+
+
+def _checksum_ok(block: bytes) -> bool:
+    stored = parse_number(_field(block, CHKSUM))
+    chk = block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]]
+    unsigned = sum(block) - sum(chk) + CHKSUM_BLANKS
+    if stored == unsigned:
+        return True
+    signed = unsigned - 256 * sum(1 for b in block if b > 127) + 256 * sum(1 for b in chk if b > 127)
+    return stored == signed
+
+
+def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    pos = 0
+    while pos < len(data) and data[pos] != 0:
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise TarFormatError("malformed PAX record length") from None
+        if space < 0 or length <= space - pos or pos + length > len(data):
+            raise TarFormatError("malformed PAX record")
+        key, sep, value = data[space + 1 : pos + length - 1].partition(b"=")
+        if not sep:
+            raise TarFormatError("PAX record without '='")
+        yield key, value
+        pos += length
+
+
+def _pax_time(value: bytes) -> tuple[int, int]:
+    try:
+        exact = Decimal(value.decode("ascii"))
+    except (InvalidOperation, UnicodeDecodeError):
+        raise TarFormatError(f"PAX time {value!r} is not a number") from None
+    seconds = int(exact.to_integral_value(rounding="ROUND_FLOOR"))
+    return seconds, int((exact - seconds) * 1_000_000_000)
+
+
+def _pax_int(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise TarFormatError(f"PAX number {value!r} is not an integer") from None
+
+
+class TarReader:
+    """Iterate entries; read each regular file's data with `read_at` before moving on."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._offset = 0  # bytes consumed from the stream
+        self._global: dict[bytes, bytes] = {}
+        self._data_left = 0  # stored bytes of the current entry not yet read
+        self._padding = 0
+        self._sparse_pos = 0  # logical offset reached in the current entry
+        self._entry: TarEntry | None = None
+
+    def _read_exact(self, size: int) -> bytes:
+        data = self._stream.read(size)
+        while len(data) < size:
+            more = self._stream.read(size - len(data))
+            if not more:
+                raise TarFormatError(f"the stream ends inside the archive at byte {self._offset + len(data)}")
+            data += more
+        self._offset += size
+        return data
+
+    def _skip(self, size: int) -> None:
+        while size:
+            size -= len(self._read_exact(min(size, _READ)))
+
+    def __iter__(self) -> Iterator[TarEntry]:
+        while True:
+            self._finish_entry()
+            entry = self._next()
+            if entry is None:
+                return
+            yield entry
+
+    def _finish_entry(self) -> None:
+        self._skip(self._data_left + self._padding)
+        self._data_left = self._padding = 0
+        self._entry = None
+
+    def _block(self) -> bytes | None:
+        """The next header block; None at a clean end of archive."""
+        data = self._stream.read(BLOCK)
+        while 0 < len(data) < BLOCK:
+            more = self._stream.read(BLOCK - len(data))
+            if not more:
+                break
+            data += more
+        if not data:
+            return None  # a stream without the end-of-archive blocks, as some tools write
+        if len(data) < BLOCK:
+            raise TarFormatError(f"the stream ends inside a header at byte {self._offset + len(data)}")
+        self._offset += BLOCK
+        return data
+
+    def _next(self) -> TarEntry | None:
+        pax: dict[bytes, bytes] = dict(self._global)
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        while True:
+            at = self._offset
+            block = self._block()
+            if block is None or not any(block):
+                return None  # one zero block ends the archive for us; the rest is padding
+            if not _checksum_ok(block):
+                raise TarFormatError(f"bad header checksum at byte {at}")
+            kind = block[TYPEFLAG : TYPEFLAG + 1]
+            size = parse_number(_field(block, SIZE))
+            if kind in _EXTENSIONS:
+                if not 0 <= size <= _MAX_EXTENSION:
+                    raise TarFormatError(f"extension header at byte {at} claims {size} bytes")
+                data = self._read_exact(size)
+                self._skip(-size % BLOCK)
+                if kind == PAX_LOCAL:
+                    pax.update(_pax_records(data))
+                elif kind == PAX_GLOBAL:
+                    self._global.update(_pax_records(data))
+                    pax.update(self._global)
+                elif kind == GNU_LONGNAME:
+                    long_name = _string(data)
+                else:
+                    long_link = _string(data)
+                continue
+            return self._entry_from(block, kind, size, pax, long_name, long_link)
+
+    def _entry_from(
+        self,
+        block: bytes,
+        kind: bytes,
+        size: int,
+        pax: dict[bytes, bytes],
+        long_name: bytes | None,
+        long_link: bytes | None,
+    ) -> TarEntry:
+        name = _string(_field(block, NAME))
+        if _field(block, MAGIC) == USTAR_MAGIC:
+            prefix = _string(_field(block, PREFIX))
+            if prefix:
+                name = prefix + b"/" + name
+        mtime, mtime_ns = parse_number(_field(block, MTIME)), 0
+        entry = TarEntry(
+            name=pax.get(b"path", long_name or name),
+            type=kind,
+            mode=parse_number(_field(block, MODE)) & 0o7777,
+            uid=_pax_int(pax[b"uid"]) if b"uid" in pax else parse_number(_field(block, UID)),
+            gid=_pax_int(pax[b"gid"]) if b"gid" in pax else parse_number(_field(block, GID)),
+            size=_pax_int(pax[b"size"]) if b"size" in pax else size,
+            mtime=mtime,
+            mtime_ns=mtime_ns,
+            linkname=pax.get(b"linkpath", long_link or _string(_field(block, LINKNAME))),
+            devmajor=parse_number(_field(block, DEVMAJOR)),
+            devminor=parse_number(_field(block, DEVMINOR)),
+        )
+        if b"mtime" in pax:
+            entry.mtime, entry.mtime_ns = _pax_time(pax[b"mtime"])
+        for key, value in pax.items():
+            if key.startswith(XATTR_PREFIX):
+                entry.xattrs[key[len(XATTR_PREFIX) :].decode("utf-8", "surrogateescape")] = value
+        # Only regular files (and types we do not know) carry data, as tarfile reads them.
+        stored = entry.size
+        carries_data = entry.is_regular or kind not in _KNOWN_TYPES
+        self._data_left = stored if carries_data else 0
+        self._padding = -stored % BLOCK if carries_data else 0
+        self._sparse_pos = 0
+        self._entry = entry
+        if kind == GNU_SPARSE:
+            entry.sparse, entry.size = self._old_gnu_sparse(block)
+        elif any(key.startswith(b"GNU.sparse.") for key in pax):
+            entry.sparse, entry.size = self._pax_sparse(pax, stored)
+            entry.name = pax.get(b"GNU.sparse.name", entry.name)
+        return entry
+
+    def _old_gnu_sparse(self, block: bytes) -> tuple[list[tuple[int, int]], int]:
+        regions = self._gnu_map(block, GNU_SPARSE_MAP, GNU_SPARSE_ENTRIES)
+        extended = block[GNU_IS_EXTENDED]
+        while extended:
+            ext = self._read_exact(BLOCK)
+            regions += self._gnu_map(ext, 0, GNU_EXT_ENTRIES)
+            extended = ext[GNU_EXT_IS_EXTENDED]
+        return regions, parse_number(_field(block, GNU_REALSIZE))
+
+    @staticmethod
+    def _gnu_map(block: bytes, at: int, count: int) -> list[tuple[int, int]]:
+        regions = []
+        for i in range(count):
+            offset_field = block[at + 2 * NUMBER * i : at + 2 * NUMBER * i + NUMBER]
+            if not any(offset_field):
+                break
+            length_field = block[at + 2 * NUMBER * i + NUMBER : at + 2 * NUMBER * (i + 1)]
+            regions.append((parse_number(offset_field), parse_number(length_field)))
+        return regions
+
+    def _pax_sparse(self, pax: dict[bytes, bytes], stored: int) -> tuple[list[tuple[int, int]], int]:
+        """PAX sparse format 0.1 (map in a record) and 1.0 (map in decimal lines at the start of the data)."""
+        real = _pax_int(pax.get(b"GNU.sparse.realsize", pax.get(b"GNU.sparse.size", str(stored).encode())))
+        if b"GNU.sparse.map" in pax:
+            numbers = [_pax_int(n) for n in pax[b"GNU.sparse.map"].split(b",") if n]
+        elif pax.get(b"GNU.sparse.major") == b"1":
+            text = self._take(BLOCK)
+            while text.count(b"\n") < 1 or text.count(b"\n") < 1 + 2 * _pax_int(text.split(b"\n", 1)[0]):
+                text += self._take(BLOCK)
+            lines = text.split(b"\n")
+            numbers = [_pax_int(n) for n in lines[1 : 1 + 2 * _pax_int(lines[0])]]
+        else:
+            raise TarFormatError("PAX sparse format 0.0 (repeated GNU.sparse.offset records) is not supported")
+        if len(numbers) % 2:
+            raise TarFormatError("sparse map has an odd count of numbers")
+        return list(zip(numbers[::2], numbers[1::2], strict=True)), real
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of the current regular file; offsets never go back.
+
+        Holes of sparse files read as zeros.
+        """
+        entry = self._entry
+        if entry is None or not entry.is_regular:
+            raise TarFormatError("no regular file to read")
+        if offset < self._sparse_pos:
+            raise ValueError("tar data can only be read forward")
+        if entry.sparse is None:
+            self._skip_data(offset - self._sparse_pos)
+            data = self._take(min(length, entry.size - offset))
+            self._sparse_pos = offset + len(data)
+            return data
+        parts = []
+        pos = offset
+        end = min(offset + length, entry.size)
+        for start, size in entry.sparse:
+            if start + size <= pos or size == 0:
+                continue
+            if start >= end:
+                break
+            if start > pos:
+                parts.append(bytes(start - pos))
+                pos = start
+            take = min(end, start + size) - pos
+            parts.append(self._take(take))
+            pos += take
+        if pos < end:
+            parts.append(bytes(end - pos))
+        self._sparse_pos = end
+        return b"".join(parts)
+
+    def _skip_data(self, size: int) -> None:
+        if size > self._data_left:
+            raise TarFormatError("read past the entry's data")
+        self._skip(size)
+        self._data_left -= size
+
+    def _take(self, size: int) -> bytes:
+        if size > self._data_left:
+            raise TarFormatError(f"entry {self._entry.name if self._entry else b''!r} holds less data than its size")
+        data = self._read_exact(size)
+        self._data_left -= size
+        return data

@@ -1,0 +1,122 @@
+"""The streaming tar reader against Python's tarfile and against archives GNU tar writes."""
+
+import hashlib
+import io
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from obdlayout.ext4.tarstream import TarFormatError, TarReader, parse_number
+
+
+def _entries_via_tarfile(data: bytes) -> list[tuple[object, ...]]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
+        for m in tar:
+            content = tar.extractfile(m).read() if m.isreg() else None  # type: ignore[union-attr]
+            xattrs = {k[13:]: v.encode("utf-8", "surrogateescape") for k, v in m.pax_headers.items() if "xattr" in k}
+            name = m.name.encode("utf-8", "surrogateescape")
+            link = m.linkname.encode("utf-8", "surrogateescape")
+            out.append((name, m.mode & 0o7777, m.uid, m.gid, m.size, int(m.mtime), link, m.devmajor, m.devminor,
+                        xattrs, content, m.isdir()))  # fmt: skip
+    return out
+
+
+def _entries_via_reader(data: bytes) -> list[tuple[object, ...]]:
+    out = []
+    reader = TarReader(io.BytesIO(data))
+    for e in reader:
+        content = reader.read_at(0, e.size) if e.is_regular else None
+        out.append((e.name.rstrip(b"/") if e.is_directory else e.name, e.mode, e.uid, e.gid, e.size, e.mtime,
+                    e.linkname, e.devmajor, e.devminor, e.xattrs, content, e.is_directory))  # fmt: skip
+    return out
+
+
+def _sample(fmt: int) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape") as tar:
+
+        def add(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object) -> None:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.size = len(data)
+            for key, value in attrs.items():
+                setattr(info, key, value)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        add("dir", tarfile.DIRTYPE, mode=0o2775, mtime=1700000000)
+        add("dir/" + "n" * 150, data=b"long name", mode=0o4755)
+        add("dir/caf\udce9", data=b"not utf-8", uid=1000, gid=1000)
+        add("dir/link", tarfile.SYMTYPE, linkname="../" + "t" * 120)
+        add("dir/hard", tarfile.LNKTYPE, linkname="dir/caf\udce9")
+        add("dev", tarfile.CHRTYPE, devmajor=1, devminor=3)
+        add("fifo", tarfile.FIFOTYPE)
+        add("big-ids", data=b"x" * 5000, uid=4_000_000_000, gid=3_000_000_000, mtime=10_413_792_000)
+        if fmt == tarfile.PAX_FORMAT:
+            add("xattrs", data=b"", pax_headers={"SCHILY.xattr.user.a": "1", "mtime": "1700000000.123456789"})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT], ids=["pax", "gnu"])
+def test_reads_what_tarfile_reads(fmt: int) -> None:
+    data = _sample(fmt)
+    assert _entries_via_reader(data) == _entries_via_tarfile(data)
+
+
+def test_pax_mtime_keeps_nanoseconds_and_base256_numbers_parse() -> None:
+    (entry,) = [e for e in TarReader(io.BytesIO(_sample(tarfile.PAX_FORMAT))) if e.name == b"xattrs"]
+    assert (entry.mtime, entry.mtime_ns) == (1700000000, 123456789)
+    assert parse_number(b"\x80" + (4_000_000_000).to_bytes(11, "big")) == 4_000_000_000
+    assert parse_number(b"\xff" * 12) == -1
+    assert parse_number(b"0000644\x00") == 0o644
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--format=gnu"], ["--format=posix", "--sparse-version=0.1"], ["--format=posix", "--sparse-version=1.0"]],
+    ids=["gnu-S", "pax-0.1", "pax-1.0"],
+)
+def test_gnu_tar_sparse_files_keep_their_data_and_holes(tmp_path: Path, options: list[str]) -> None:
+    gnu_tar = shutil.which("tar")
+    if (
+        gnu_tar is None
+        or "GNU tar" not in subprocess.run([gnu_tar, "--version"], capture_output=True, text=True).stdout
+    ):
+        pytest.skip("GNU tar is not installed")
+    sparse = tmp_path / "sparse.bin"
+    with sparse.open("wb") as f:
+        for offset, chunk in [(0, b"head"), (1 << 20, b"middle" * 1000), (5 << 20, b"tail")]:
+            f.seek(offset)
+            f.write(chunk)
+        f.truncate(6 << 20)
+    archive = tmp_path / "a.tar"
+    subprocess.run([gnu_tar, "-c", "--sparse", *options, "-f", str(archive), "-C", str(tmp_path), "sparse.bin"],
+                   check=True)  # fmt: skip
+    reader = TarReader(archive.open("rb"))
+    (entry,) = list(_with_data(reader))
+    name, size, regions, digest = entry
+    assert (name, size) == (b"sparse.bin", 6 << 20)
+    assert regions is not None and sum(length for _, length in regions) < 1 << 20
+    assert digest == hashlib.sha256(sparse.read_bytes()).hexdigest()
+
+
+def _with_data(reader: TarReader) -> list[tuple[bytes, int, list[tuple[int, int]] | None, str]]:
+    out = []
+    for e in reader:
+        digest = hashlib.sha256()
+        for offset in range(0, e.size, 1 << 20):
+            digest.update(reader.read_at(offset, min(1 << 20, e.size - offset)))
+        out.append((e.name, e.size, e.sparse, digest.hexdigest()))
+    return out
+
+
+def test_damaged_archives_raise_format_errors() -> None:
+    data = bytearray(_sample(tarfile.PAX_FORMAT))
+    with pytest.raises(TarFormatError, match="ends inside"):
+        _entries_via_reader(bytes(data[: len(data) // 2 + 100]))
+    data[600] ^= 0xFF  # inside the second header block
+    with pytest.raises(TarFormatError, match="checksum"):
+        _entries_via_reader(bytes(data))
