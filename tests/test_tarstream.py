@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from obdlayout.ext4.tarstream import TarFormatError, TarReader, parse_number
+from obdlayout.ext4.tarstream import TarFormatError, TarReader
+from obdlayout.ustar import parse_number
 
 
 def _entries_via_tarfile(data: bytes) -> list[tuple[object, ...]]:
-    out = []
+    out: list[tuple[object, ...]] = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
         for m in tar:
             content = tar.extractfile(m).read() if m.isreg() else None  # type: ignore[union-attr]
@@ -26,7 +27,7 @@ def _entries_via_tarfile(data: bytes) -> list[tuple[object, ...]]:
 
 
 def _entries_via_reader(data: bytes) -> list[tuple[object, ...]]:
-    out = []
+    out: list[tuple[object, ...]] = []
     reader = TarReader(io.BytesIO(data))
     for e in reader:
         content = reader.read_at(0, e.size) if e.is_regular else None

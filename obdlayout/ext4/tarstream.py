@@ -12,21 +12,29 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
-BLOCK = 512
-# ustar header fields: (offset, length).
-NAME = (0, 100)
-MODE = (100, 8)
-UID = (108, 8)
-GID = (116, 8)
-SIZE = (124, 12)
-MTIME = (136, 12)
-CHKSUM = (148, 8)
-TYPEFLAG = 156
-LINKNAME = (157, 100)
-MAGIC = (257, 8)
-DEVMAJOR = (329, 8)
-DEVMINOR = (337, 8)
-PREFIX = (345, 155)
+from ..ustar import (
+    BLOCK,
+    DEVMAJOR,
+    DEVMINOR,
+    GID,
+    LINKNAME,
+    MAGIC,
+    MODE,
+    MTIME,
+    NAME,
+    PREFIX,
+    SIZE,
+    TYPEFLAG,
+    UID,
+    USTAR_MAGIC,
+    USTAR_VERSION,
+    VERSION,
+    checksum_ok,
+    cstring,
+    parse_number,
+)
+from ..ustar import field as header_field
+
 # Old GNU sparse header: 4 (offset, numbytes) pairs, the "extended" flag and the real size.
 GNU_SPARSE_MAP = 386
 GNU_SPARSE_ENTRIES = 4
@@ -36,8 +44,6 @@ GNU_EXT_ENTRIES = 21  # per continuation block
 GNU_EXT_IS_EXTENDED = 504
 NUMBER = 12
 
-USTAR_MAGIC = b"ustar\x0000"
-CHKSUM_BLANKS = 8 * ord(" ")
 
 REGULAR = b"0"
 AREGULAR = b"\x00"
@@ -87,38 +93,6 @@ class TarEntry:
     @property
     def is_directory(self) -> bool:
         return self.type == DIRECTORY or (self.type == AREGULAR and self.name.endswith(b"/"))
-
-
-def _field(block: bytes, spec: tuple[int, int]) -> bytes:
-    return block[spec[0] : spec[0] + spec[1]]
-
-
-def _string(raw: bytes) -> bytes:
-    return raw.split(b"\0", 1)[0]
-
-
-def parse_number(raw: bytes) -> int:
-    """An octal field, or GNU base-256 (first byte 0x80, or 0xff for negative)."""
-    if raw and raw[0] in (0x80, 0xFF):
-        value = int.from_bytes(raw[1:], "big")
-        return value - (1 << (8 * len(raw) - 8)) if raw[0] == 0xFF else value
-    text = raw.replace(b"\0", b" ").strip()
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise TarFormatError(f"header field {raw!r} is not a number") from None
-
-
-def _checksum_ok(block: bytes) -> bool:
-    stored = parse_number(_field(block, CHKSUM))
-    chk = block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]]
-    unsigned = sum(block) - sum(chk) + CHKSUM_BLANKS
-    if stored == unsigned:
-        return True
-    signed = unsigned - 256 * sum(1 for b in block if b > 127) + 256 * sum(1 for b in chk if b > 127)
-    return stored == signed
 
 
 def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -217,10 +191,10 @@ class TarReader:
             block = self._block()
             if block is None or not any(block):
                 return None  # one zero block ends the archive for us; the rest is padding
-            if not _checksum_ok(block):
+            if not checksum_ok(block):
                 raise TarFormatError(f"bad header checksum at byte {at}")
-            kind = block[TYPEFLAG : TYPEFLAG + 1]
-            size = parse_number(_field(block, SIZE))
+            kind = header_field(block, TYPEFLAG)
+            size = parse_number(header_field(block, SIZE))
             if kind in _EXTENSIONS:
                 if not 0 <= size <= _MAX_EXTENSION:
                     raise TarFormatError(f"extension header at byte {at} claims {size} bytes")
@@ -232,9 +206,9 @@ class TarReader:
                     self._global.update(_pax_records(data))
                     pax.update(self._global)
                 elif kind == GNU_LONGNAME:
-                    long_name = _string(data)
+                    long_name = cstring(data)
                 else:
-                    long_link = _string(data)
+                    long_link = cstring(data)
                 continue
             return self._entry_from(block, kind, size, pax, long_name, long_link)
 
@@ -247,24 +221,24 @@ class TarReader:
         long_name: bytes | None,
         long_link: bytes | None,
     ) -> TarEntry:
-        name = _string(_field(block, NAME))
-        if _field(block, MAGIC) == USTAR_MAGIC:
-            prefix = _string(_field(block, PREFIX))
+        name = cstring(header_field(block, NAME))
+        if header_field(block, MAGIC) == USTAR_MAGIC and header_field(block, VERSION) == USTAR_VERSION:
+            prefix = cstring(header_field(block, PREFIX))
             if prefix:
                 name = prefix + b"/" + name
-        mtime, mtime_ns = parse_number(_field(block, MTIME)), 0
+        mtime, mtime_ns = parse_number(header_field(block, MTIME)), 0
         entry = TarEntry(
             name=pax.get(b"path", long_name or name),
             type=kind,
-            mode=parse_number(_field(block, MODE)) & 0o7777,
-            uid=_pax_int(pax[b"uid"]) if b"uid" in pax else parse_number(_field(block, UID)),
-            gid=_pax_int(pax[b"gid"]) if b"gid" in pax else parse_number(_field(block, GID)),
+            mode=parse_number(header_field(block, MODE)) & 0o7777,
+            uid=_pax_int(pax[b"uid"]) if b"uid" in pax else parse_number(header_field(block, UID)),
+            gid=_pax_int(pax[b"gid"]) if b"gid" in pax else parse_number(header_field(block, GID)),
             size=_pax_int(pax[b"size"]) if b"size" in pax else size,
             mtime=mtime,
             mtime_ns=mtime_ns,
-            linkname=pax.get(b"linkpath", long_link or _string(_field(block, LINKNAME))),
-            devmajor=parse_number(_field(block, DEVMAJOR)),
-            devminor=parse_number(_field(block, DEVMINOR)),
+            linkname=pax.get(b"linkpath", long_link or cstring(header_field(block, LINKNAME))),
+            devmajor=parse_number(header_field(block, DEVMAJOR)),
+            devminor=parse_number(header_field(block, DEVMINOR)),
         )
         if b"mtime" in pax:
             entry.mtime, entry.mtime_ns = _pax_time(pax[b"mtime"])
@@ -292,7 +266,7 @@ class TarReader:
             ext = self._read_exact(BLOCK)
             regions += self._gnu_map(ext, 0, GNU_EXT_ENTRIES)
             extended = ext[GNU_EXT_IS_EXTENDED]
-        return regions, parse_number(_field(block, GNU_REALSIZE))
+        return regions, parse_number(header_field(block, GNU_REALSIZE))
 
     @staticmethod
     def _gnu_map(block: bytes, at: int, count: int) -> list[tuple[int, int]]:

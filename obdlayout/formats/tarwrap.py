@@ -8,7 +8,28 @@ form and the plain one-member ustar form (Go archive/tar, payload at 512).
 from dataclasses import dataclass
 from typing import BinaryIO
 
-BLOCK = 512
+from ..ustar import (
+    BLOCK,
+    GID,
+    GNAME,
+    MAGIC,
+    MODE,
+    MTIME,
+    NAME,
+    SIZE,
+    TYPEFLAG,
+    UID,
+    UNAME,
+    USTAR_MAGIC,
+    USTAR_VERSION,
+    VERSION,
+    checksum_ok,
+    cstring,
+    field,
+    parse_number,
+    stamp_checksum,
+)
+
 PAX_PAYLOAD_OFFSET = 3 * BLOCK  # PAX header, PAX record block, member header
 PLAIN_PAYLOAD_OFFSET = BLOCK
 
@@ -16,40 +37,19 @@ PAX_NAME = b"overlaybd.pax"
 MEMBER_NAME = b"overlaybd.commit"
 MEMBER_MODE = 0o100644  # the tool writes the output file's st_mode; fixed here for reproducibility
 OWNER_NAME = b"root"
-# POSIX ustar header fields: (offset, length).
-NAME = (0, 100)
-MODE = (100, 8)
-UID = (108, 8)
-GID = (116, 8)
-SIZE = (124, 12)
-MTIME = (136, 12)
-CHKSUM = (148, 8)
-TYPEFLAG = (156, 1)
-MAGIC = (257, 6)
-VERSION = (263, 2)
-UNAME = (265, 32)
-GNAME = (297, 32)
-USTAR_MAGIC = b"ustar\x00"
-USTAR_VERSION = b"00"
 TYPE_PAX = b"x"
 TYPE_FILE = b"0"
 
 
-def _put(block: bytearray, field: tuple[int, int], value: bytes) -> None:
-    offset, length = field
+def _put(block: bytearray, spec: tuple[int, int], value: bytes) -> None:
+    offset, length = spec
     block[offset : offset + len(value)] = value[:length]
 
 
-def _octal(value: int, field: tuple[int, int]) -> bytes:
+def _octal(value: int, spec: tuple[int, int]) -> bytes:
     """libtar's forms: 8-byte fields "%6o \\0", 12-byte fields "%11o " (space-padded)."""
-    width = field[1]
+    width = spec[1]
     return b"%6o \x00" % value if width == 8 else b"%11o " % value
-
-
-def _finish(block: bytearray) -> bytes:
-    block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]] = b" " * CHKSUM[1]
-    _put(block, CHKSUM, b"%6o \x00" % sum(block))
-    return bytes(block)
 
 
 def _pax_record(key: bytes, value: bytes) -> bytes:
@@ -82,7 +82,7 @@ def wrapper_headers(payload_size: int) -> bytes:
     _put(member, VERSION, USTAR_VERSION)
     _put(member, UNAME, OWNER_NAME)
     _put(member, GNAME, OWNER_NAME)
-    return _finish(pax) + record.ljust(BLOCK, b"\x00") + _finish(member)
+    return stamp_checksum(pax) + record.ljust(BLOCK, b"\x00") + stamp_checksum(member)
 
 
 class TarWrapperWriter:
@@ -113,26 +113,6 @@ class TarPayload:
     member: str
 
 
-def _checksum_ok(block: bytes) -> bool:
-    field = block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]]
-    try:
-        stored = int(field.replace(b"\x00", b" ").strip() or b"-1", 8)
-    except ValueError:
-        return False
-    blanked = block[: CHKSUM[0]] + b" " * CHKSUM[1] + block[CHKSUM[0] + CHKSUM[1] :]
-    unsigned = sum(blanked)
-    signed = sum(b - 256 if b > 127 else b for b in blanked)
-    return stored in (unsigned, signed)
-
-
-def _parse_octal(field: bytes) -> int:
-    text = field.replace(b"\x00", b" ").strip()
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
-        raise ValueError(f"tar header field {field!r} is not an octal number") from None
-
-
 def _pax_size(data: bytes) -> int:
     size = 0
     pos = 0
@@ -152,9 +132,9 @@ def is_tar_header(block: bytes) -> bool:
     """§4: ustar magic "ustar", version "00" and a valid header checksum."""
     return (
         len(block) >= BLOCK
-        and block[MAGIC[0] : MAGIC[0] + 5] == b"ustar"
-        and block[VERSION[0] : VERSION[0] + 2] == USTAR_VERSION
-        and _checksum_ok(block[:BLOCK])
+        and field(block, MAGIC)[:5] == USTAR_MAGIC[:5]
+        and field(block, VERSION) == USTAR_VERSION
+        and checksum_ok(block[:BLOCK])
     )
 
 
@@ -165,10 +145,10 @@ def parse_wrapper(head: bytes) -> TarPayload | None:
     """
     if not is_tar_header(head):
         return None
-    if head[TYPEFLAG[0] : TYPEFLAG[0] + 1] not in (TYPE_PAX, b"g"):
+    if field(head, TYPEFLAG) not in (TYPE_PAX, b"g"):
         return TarPayload(
             PLAIN_PAYLOAD_OFFSET,
-            _parse_octal(head[SIZE[0] : SIZE[0] + SIZE[1]]),
+            parse_number(field(head, SIZE)),
             pax=False,
             member=_name(head),
         )
@@ -181,9 +161,9 @@ def parse_wrapper(head: bytes) -> TarPayload | None:
     member = head[2 * BLOCK : 3 * BLOCK]
     if not is_tar_header(member):
         raise ValueError("tar wrapper's member header after the PAX record is not valid ustar")
-    size = pax_size or _parse_octal(member[SIZE[0] : SIZE[0] + SIZE[1]])
+    size = pax_size or parse_number(field(member, SIZE))
     return TarPayload(PAX_PAYLOAD_OFFSET, size, pax=True, member=_name(member))
 
 
 def _name(block: bytes) -> str:
-    return block[NAME[0] : NAME[0] + NAME[1]].split(b"\x00", 1)[0].decode("utf-8", "replace")
+    return cstring(field(block, NAME)).decode("utf-8", "replace")

@@ -1,0 +1,73 @@
+"""The POSIX ustar header block, shared by the blob tar wrapper and the layer tar reader.
+
+Layout: POSIX.1-2001 "pax" / ustar header (IEEE Std 1003.1, tar format); GNU tar's base-256
+numbers for values that do not fit the octal fields.
+"""
+
+BLOCK = 512
+# Header fields: (offset, length).
+NAME = (0, 100)
+MODE = (100, 8)
+UID = (108, 8)
+GID = (116, 8)
+SIZE = (124, 12)
+MTIME = (136, 12)
+CHKSUM = (148, 8)
+TYPEFLAG = (156, 1)
+LINKNAME = (157, 100)
+MAGIC = (257, 6)
+VERSION = (263, 2)
+UNAME = (265, 32)
+GNAME = (297, 32)
+DEVMAJOR = (329, 8)
+DEVMINOR = (337, 8)
+PREFIX = (345, 155)
+
+USTAR_MAGIC = b"ustar\x00"
+USTAR_VERSION = b"00"
+_CHKSUM_BLANKS = CHKSUM[1] * ord(" ")  # the checksum is computed with its own field as spaces
+_BASE256_POSITIVE = 0x80
+_BASE256_NEGATIVE = 0xFF
+
+
+def field(block: bytes | bytearray, spec: tuple[int, int]) -> bytes:
+    return bytes(block[spec[0] : spec[0] + spec[1]])
+
+
+def cstring(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
+
+
+def parse_number(raw: bytes) -> int:
+    """An octal field, or GNU base-256 (first byte 0x80, or 0xff for negative). ValueError if neither."""
+    if raw and raw[0] in (_BASE256_POSITIVE, _BASE256_NEGATIVE):
+        value = int.from_bytes(raw[1:], "big")
+        return value - (1 << (8 * len(raw) - 8)) if raw[0] == _BASE256_NEGATIVE else value
+    text = raw.replace(b"\0", b" ").strip()
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ValueError(f"tar header field {raw!r} is not a number") from None
+
+
+def checksum_ok(block: bytes) -> bool:
+    """The stored checksum matches the unsigned or the (historic) signed byte sum."""
+    try:
+        stored = parse_number(field(block, CHKSUM))
+    except ValueError:
+        return False
+    chk = field(block, CHKSUM)
+    unsigned = sum(block[:BLOCK]) - sum(chk) + _CHKSUM_BLANKS
+    if stored == unsigned:
+        return True
+    high = sum(1 for b in block[:BLOCK] if b > 127) - sum(1 for b in chk if b > 127)
+    return stored == unsigned - 256 * high
+
+
+def stamp_checksum(block: bytearray) -> bytes:
+    """Fill in the checksum field the way libtar writes it ("%6o " then NUL)."""
+    block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]] = b" " * CHKSUM[1]
+    block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]] = b"%6o \x00" % sum(block)
+    return bytes(block)
