@@ -18,8 +18,11 @@ LowerRead = Callable[[int, int], bytes]
 
 
 class BlockDevice:
-    def __init__(self, block_count: int, out: LsmtWriter, lower: LowerRead | None = None) -> None:
-        """`lower(offset, length)` reads the lower layers' disk; None for a fresh disk (all zeros)."""
+    def __init__(self, block_count: int, out: LsmtWriter | None, lower: LowerRead | None = None) -> None:
+        """`lower(offset, length)` reads the lower layers' disk; None for a fresh disk (all zeros).
+
+        Without `out` the device is read-only: reading works, emitting changes does not.
+        """
         self.block_count = block_count
         self._out = out
         self._lower = lower
@@ -55,27 +58,34 @@ class BlockDevice:
 
     def write_data(self, block: int, data: bytes | bytearray | memoryview) -> None:
         """File data for blocks starting at `block`; a short tail is padded with zeros."""
+        out = self._writable()
         tail = -len(data) % BLOCK_SIZE
         if tail:
             data = bytes(data) + bytes(tail)
-        self._out.write_data(block * BLOCK_SIZE, data)
+        out.write_data(block * BLOCK_SIZE, data)
         self.data_bytes += len(data)
 
     def commit(self) -> int:
         """Emit every changed metadata block in block order; returns how many were emitted."""
+        out = self._writable()
         emitted = 0
         for block in sorted(self._dirty):
             data = self._dirty[block]
             if data == _ZERO_BLOCK:
                 # A fresh disk reads zeros already; over lower layers a zeroed range masks them.
                 if self._lower is not None:
-                    self._out.write_zeroed(block * BLOCK_SIZE, BLOCK_SIZE)
+                    out.write_zeroed(block * BLOCK_SIZE, BLOCK_SIZE)
                     emitted += 1
                 continue
-            self._out.write_data(block * BLOCK_SIZE, data)
+            out.write_data(block * BLOCK_SIZE, data)
             emitted += 1
         self._dirty.clear()
         return emitted
+
+    def _writable(self) -> LsmtWriter:
+        if self._out is None:
+            raise ValueError("this block device is read-only")
+        return self._out
 
     def _read_lower(self, block: int) -> bytes:
         if not 0 <= block < self.block_count:
