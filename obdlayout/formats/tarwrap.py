@@ -10,6 +10,9 @@ from typing import BinaryIO
 
 from ..ustar import (
     BLOCK,
+    CHKSUM,
+    DEVMAJOR,
+    DEVMINOR,
     GID,
     GNAME,
     MAGIC,
@@ -83,6 +86,45 @@ def wrapper_headers(payload_size: int) -> bytes:
     _put(member, UNAME, OWNER_NAME)
     _put(member, GNAME, OWNER_NAME)
     return stamp_checksum(pax) + record.ljust(BLOCK, b"\x00") + stamp_checksum(member)
+
+
+# How the Go convertor wraps the baselayer (convertor-spec.md §2.4): Go's archive/tar, one ustar member.
+GO_MEMBER_MODE = 0o444
+GO_END_OF_ARCHIVE = bytes(2 * BLOCK)  # two zero blocks, no padding to a 10 KiB record
+
+
+def _go_octal(value: int, spec: tuple[int, int]) -> bytes:
+    """archive/tar's formatOctal: zero-padded digits, then a NUL."""
+    return b"%0*o\x00" % (spec[1] - 1, value)
+
+
+def go_member_header(size: int) -> bytes:
+    """The ustar header archive/tar writes for `overlaybd.commit` of `size` bytes (mode 0444, owner 0:0, mtime 0)."""
+    header = bytearray(BLOCK)
+    _put(header, NAME, MEMBER_NAME)
+    for spec, value in ((MODE, GO_MEMBER_MODE), (UID, 0), (GID, 0), (SIZE, size), (MTIME, 0), (DEVMAJOR, 0),
+                        (DEVMINOR, 0)):  # fmt: skip
+        _put(header, spec, _go_octal(value, spec))
+    _put(header, TYPEFLAG, TYPE_FILE)
+    _put(header, MAGIC, USTAR_MAGIC)
+    _put(header, VERSION, USTAR_VERSION)
+    # archive/tar writes the checksum as six octal digits, a NUL, then a space.
+    header[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]] = b" " * CHKSUM[1]
+    header[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]] = b"%06o\x00 " % sum(header)
+    return bytes(header)
+
+
+def write_go_wrapped(source: BinaryIO, size: int, out: BinaryIO) -> None:
+    """`source` (`size` bytes) as the Go convertor's baselayer tar."""
+    out.write(go_member_header(size))
+    remaining = size
+    while remaining:
+        chunk = source.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise ValueError(f"the file ended {remaining} bytes early")
+        out.write(chunk)
+        remaining -= len(chunk)
+    out.write(bytes(-size % BLOCK) + GO_END_OF_ARCHIVE)
 
 
 class TarWrapperWriter:
