@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# e2fsprogs: e2fsck/debugfs check images, mke2fs builds the demo's sample file system.
-SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs
+# e2fsprogs: e2fsck/debugfs check images, mke2fs builds the demo's sample file system;
+# skopeo: the tests check that it reads and copies what convert writes.
+SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs skopeo:skopeo
 
 .PHONY: demo test lint bench system-deps clean
 

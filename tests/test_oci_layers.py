@@ -16,7 +16,7 @@ from obdlayout.oci.layers import open_uncompressed, sniff
 from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import DOCKER_LAYER_TAR, OCI_LAYER_GZIP, Compression
 
-from .test_oci_support import LayoutBuilder, make_tar, sha256
+from .oci_layouts import LayoutBuilder, make_tar, sha256
 
 FILES = {"etc/hello": b"hello\n", "data/big": bytes(range(256)) * 4000}
 

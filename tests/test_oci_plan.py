@@ -18,7 +18,7 @@ from obdlayout.oci.mediatypes import (
 from obdlayout.oci.plan import ConversionPlan, ImagePlan, IndexPlan, Selection, is_attestation, plan
 
 from .shared import shared
-from .test_oci_support import LayoutBuilder, platform
+from .oci_layouts import LayoutBuilder, platform
 
 DOCKER_LIST_PLATFORMS = [
     "linux/amd64",

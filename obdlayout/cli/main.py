@@ -4,6 +4,7 @@ import click
 
 from .. import __version__
 from .blob import blob
+from .convert import convert_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,7 @@ def cli() -> None:
 
 
 cli.add_command(blob)
+cli.add_command(convert_command, name="convert")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import io
 import queue
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
 
@@ -47,9 +47,18 @@ def sniff(head: bytes) -> Compression:
 class _DiffIdReader(io.RawIOBase):
     """The uncompressed bytes, hashed; at their end the DiffID must be `expected` (if given)."""
 
-    def __init__(self, inner: Any, where: str, compression: Compression, expected: str | None) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        where: str,
+        compression: Compression,
+        expected: str | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
         super().__init__()
         self._inner = inner
+        self._progress = progress
+        self._total = 0
         self._where = where
         self._compression = compression
         self._expected = expected
@@ -66,6 +75,9 @@ class _DiffIdReader(io.RawIOBase):
             raise LayoutError(self._where, f"cannot decompress the {self._compression.value} layer: {exc}") from None
         if got:
             self._hasher.update(view[:got])
+            self._total += got
+            if self._progress is not None:
+                self._progress(self._total)
         elif len(view) and self._expected is not None and self.diff_id != self._expected:
             raise LayoutError(
                 self._where, f"uncompressed layer has DiffID {self.diff_id}, its image config says {self._expected}"
@@ -143,9 +155,14 @@ class _ReadAhead(io.RawIOBase):
 
 
 @contextmanager
-def open_uncompressed(layout: Layout, layer: Descriptor, diff_id: str | None = None) -> Iterator[BinaryIO]:
+def open_uncompressed(
+    layout: Layout,
+    layer: Descriptor,
+    diff_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[BinaryIO]:
     """The layer's tar, uncompressed; LayoutError on a bad blob digest or size, bad compressed data, or (if
-    `diff_id` is given) a DiffID that is not the config's."""
+    `diff_id` is given) a DiffID that is not the config's. `progress` is told the uncompressed bytes so far."""
     with layout.open_blob(layer) as blob:
         raw = io.BufferedReader(blob, CHUNK)
         compression = sniff(raw.peek(SNIFF_BYTES)[:SNIFF_BYTES])
@@ -155,7 +172,7 @@ def open_uncompressed(layout: Layout, layer: Descriptor, diff_id: str | None = N
             inner = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
         elif compression is Compression.ZSTD:
             inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        tar = _DiffIdReader(inner, str(blob.path), compression, diff_id)
+        tar = _DiffIdReader(inner, str(blob.path), compression, diff_id, progress)
         ahead = _ReadAhead(tar)
         try:
             stream = io.BufferedReader(ahead, CHUNK)

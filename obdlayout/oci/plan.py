@@ -229,6 +229,11 @@ class _Planner:
         if any(key.startswith(OVERLAYBD_ANNOTATION_PREFIX) for key in layer.annotations):
             raise LayoutError(where, f"{context}: is already an overlaybd layer (it has overlaybd annotations)")
         if not self.layout.has_blob(layer):
+            path = self.layout.blob_path(layer.digest)
+            if path.is_file():
+                actual = path.stat().st_size
+                short = "truncated: " if actual < layer.size else ""
+                raise LayoutError(where, f"{context}: {short}blob is {actual} bytes, its descriptor says {layer.size}")
             urls = f"; it is non-distributable, its urls: {', '.join(layer.urls)}" if layer.urls else ""
             raise LayoutError(where, f"{context}: blob {layer.digest} ({layer.size} bytes) is missing{urls}")
         if media_type in NON_DISTRIBUTABLE_LAYERS:

@@ -10,6 +10,7 @@
 import fcntl
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -102,6 +103,25 @@ class LayoutWriter:
             Path(temp).unlink(missing_ok=True)
             raise
         pending.finish(ref)
+
+    def add_file(self, path: Path, ref: BlobRef) -> None:
+        """A finished file (whose digest and size `ref` gives) as a blob: hard-linked when on the same file
+        system, else copied, under a temporary name first."""
+        if self._holds(ref):
+            return
+        fd, temp = tempfile.mkstemp(prefix=".blob.", suffix=".part", dir=self._blobs)
+        os.close(fd)
+        os.unlink(temp)
+        try:
+            try:
+                os.link(path, temp)
+            except OSError:
+                shutil.copyfile(path, temp)
+                os.chmod(temp, FILE_MODE)
+            self._install(Path(temp), ref)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
 
     def put_bytes(self, data: bytes) -> BlobRef:
         ref = ref_of(data)

@@ -1,6 +1,6 @@
 """Helpers shared by the test_oci_* modules: small OCI layouts built with the stdlib in a tmp_path.
 
-Named test_oci_* to stay within the files this work may add; it holds no tests. Fixtures are written with
+Fixtures are written with
 the stdlib's json, not with obdlayout's serializer, so that the reader is tested against independent bytes.
 """
 
@@ -66,7 +66,9 @@ class LayoutBuilder:
 
     def layer(self, files: dict[str, bytes], compression: str = "gzip", media_type: str | None = None) -> Json:
         """A layer descriptor; its DiffID (the plain tar's digest) is under the private key `_diff_id`."""
-        tar = make_tar(files)
+        return self.layer_from_tar(make_tar(files), compression, media_type)
+
+    def layer_from_tar(self, tar: bytes, compression: str = "gzip", media_type: str | None = None) -> Json:
         if compression == "gzip":
             data, default_type = gzip.compress(tar, mtime=0), OCI_LAYER_GZIP
         elif compression == "zstd":

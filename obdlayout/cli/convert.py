@@ -1,0 +1,240 @@
+"""`obdlayout convert SRC DST`: OCI image layout in, overlaybd image layout out."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..convert.pipeline import DEFAULT_BASELAYER, ConvertError, ConvertOptions, convert
+from ..convert.progress import Display, Events
+from ..ext4.apply import LayerError
+from ..ext4.errors import Ext4Error
+from ..formats.commit import BlobOptions
+from ..formats.errors import FormatError
+from ..formats.zfile_layout import Algorithm
+from ..formats.zfile_writer import default_jobs
+from ..oci.descriptor import Platform
+from ..oci.errors import LayoutError
+from ..oci.layout import Layout
+from ..oci.plan import Selection
+
+GiB = 1 << 30
+
+# Flags of the Go convertor that have no meaning here, and why (convertor-spec.md §1).
+_REGISTRY = "obdlayout reads and writes local OCI layouts; move images with skopeo (see the README)"
+_REJECTED = {
+    "--repository": _REGISTRY,
+    "--username": _REGISTRY,
+    "--plain": _REGISTRY,
+    "--insecure": _REGISTRY,
+    "--cert-dir": _REGISTRY,
+    "--root-ca": _REGISTRY,
+    "--client-cert": _REGISTRY,
+    "--no-upload": "nothing is uploaded: the output is the local layout DST",
+    "--turboOCI": "TurboOCI output is not supported yet",
+    "--fastoci": "TurboOCI (fastoci) output is not supported yet",
+    "--db-str": "the layer dedup database is not supported yet",
+    "--db-type": "the layer dedup database is not supported yet",
+    "--disable-sparse": "it concerns the overlaybd tools' writable files, which obdlayout never creates",
+}
+
+
+def _reject(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value not in (None, False, ()):
+        flag = param.opts[0]
+        raise click.UsageError(f"{flag} is not supported: {_REJECTED[flag]}")
+
+
+def _rejected_options(func: Any) -> Any:
+    for flag, _ in reversed(list(_REJECTED.items())):
+        is_flag = flag in ("--plain", "--insecure", "--no-upload", "--disable-sparse")
+        func = click.option(flag, hidden=True, is_flag=is_flag, expose_value=False, callback=_reject)(func)
+    return func
+
+
+def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[Platform, ...]:
+    try:
+        return tuple(Platform.parse(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-i", "--input-tag", "input_tags", multiple=True, help="Tag in SRC to convert (repeatable; default: all)."
+)
+@click.option(
+    "-g", "--input-digest", "input_digests", multiple=True, help="Manifest or index digest in SRC to convert."
+)
+@click.option("-o", "--output-tag", "output_tag", help="Tag of the result in DST (default: the input tag).")
+@click.option("--overlaybd", "overlaybd_tag", help="Synonym of --output-tag, as the Go convertor names it.")
+@click.option(
+    "--mkfs/--no-mkfs",
+    default=True,
+    show_default=True,
+    help="Make a new ext4 in the first layer; with --no-mkfs, start from --baselayer.",
+)
+@click.option(
+    "--baselayer",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_BASELAYER,
+    show_default=True,
+    help="The overlaybd baselayer used with --no-mkfs (written into DST as layer 0).",
+)
+@click.option(
+    "--vsize",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Virtual block device size in GiB (with --mkfs).",
+)
+@click.option(
+    "--fstype",
+    type=click.Choice(["ext4", "erofs"]),
+    default="ext4",
+    show_default=True,
+    help="File system of the image; only ext4 is supported yet.",
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice(["lz4", "zstd"]),
+    default="lz4",
+    show_default=True,
+    help="ZFile compression of the layer blobs.",
+)
+@click.option(
+    "--bs",
+    "block_kib",
+    type=click.Choice(["4", "8", "16", "32", "64"]),
+    default="4",
+    show_default=True,
+    help="ZFile block size in KiB.",
+)
+@click.option(
+    "--oci/--docker-media-types",
+    default=True,
+    show_default=True,
+    help="Media types of the output; OCI by default, since skopeo before 1.19 cannot read Docker "
+    "media types in index.json.",
+)
+@click.option("--referrer", is_flag=True, help="Add subject and artifactType (the source) to every manifest and index.")
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    callback=_platforms,
+    metavar="OS/ARCH[/VARIANT]",
+    help="Convert only these platforms of multi-arch images (repeatable; default: all).",
+)
+@click.option(
+    "--concurrency-limit",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Images (manifests) converted at once.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=default_jobs,
+    show_default="all cores",
+    help="Compression worker processes per image.",
+)
+@click.option(
+    "-d",
+    "--dir",
+    "work_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Work directory (default: a hidden one beside DST, removed when done).",
+)
+@click.option("--reserve", is_flag=True, help="Keep the work directory.")
+@click.option("--dump-manifest", is_flag=True, help="Write every config, manifest and index into the work directory.")
+@click.option("-v", "--verbose", is_flag=True, help="A line per layer even on a terminal.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (digests, sizes, seconds) on stdout.")
+@_rejected_options
+def convert_command(
+    src: Path,
+    dst: Path,
+    input_tags: tuple[str, ...],
+    input_digests: tuple[str, ...],
+    output_tag: str | None,
+    overlaybd_tag: str | None,
+    mkfs: bool,
+    baselayer: Path,
+    vsize: int,
+    fstype: str,
+    algorithm: str,
+    block_kib: str,
+    oci: bool,
+    referrer: bool,
+    platforms: tuple[Platform, ...],
+    concurrency_limit: int,
+    jobs: int,
+    work_dir: Path | None,
+    reserve: bool,
+    dump_manifest: bool,
+    verbose: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Convert images of the OCI layout SRC into overlaybd images in the layout DST.
+
+    DST is created if missing and may be SRC itself (then --output-tag is needed). Every layer of
+    every selected manifest (all platforms of multi-arch images) becomes an overlaybd layer blob;
+    manifests, configs and annotations are what containerd's overlaybd snapshotter expects.
+    DST changes only when everything succeeded: its index.json is replaced last, atomically.
+
+    \b
+    Example, with skopeo moving images in and out:
+      skopeo copy docker://docker.io/library/redis:7 oci:in:redis
+      obdlayout convert in out
+      skopeo copy --all --preserve-digests oci:out:redis docker://registry.example/redis:7-obd
+    """
+    if fstype != "ext4":
+        raise click.UsageError("--fstype erofs is not supported yet")
+    if output_tag and overlaybd_tag and output_tag != overlaybd_tag:
+        raise click.UsageError("--output-tag and --overlaybd name different tags")
+    explicit = output_tag or overlaybd_tag
+    try:
+        tags = list(input_tags) or ([] if input_digests else Layout(src).tags())
+        if not tags and not input_digests:
+            raise click.UsageError(f"{src} has no tagged images; select one with --input-digest")
+        roots = len(tags) + len(input_digests)
+        if explicit and roots > 1:
+            raise click.UsageError(f"{roots} images are selected; --output-tag names the result of one")
+        if not explicit and (input_digests or src.resolve() == dst.resolve()):
+            why = "converting in place" if src.resolve() == dst.resolve() else "an image selected by digest"
+            raise click.UsageError(f"{why} needs --output-tag")
+        output_tags = [explicit] if explicit else tags
+        options = ConvertOptions(
+            mkfs=mkfs,
+            baselayer=baselayer,
+            vsize=vsize * GiB,
+            blob=BlobOptions(Algorithm.named(algorithm), int(block_kib) * 1024, tar=True, jobs=jobs),
+            oci=oci,
+            referrer=referrer,
+            concurrency=concurrency_limit,
+            work_dir=work_dir,
+            reserve=reserve,
+            dump_manifest=dump_manifest,
+        )
+        mode = "quiet" if quiet else "bars" if sys.stderr.isatty() and not verbose else "lines"
+        events = Events()
+        with Display(events, mode):
+            report = convert(src, dst, Selection(tuple(tags), tuple(input_digests), platforms), output_tags,
+                             options, events)  # fmt: skip
+    except (ConvertError, LayoutError, LayerError, FormatError, Ext4Error) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}") from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif not quiet:
+        for output in report.outputs:
+            click.echo(f"{dst}:{output.tag} = {output.digest} (from {output.source}, {report.seconds:.1f} s)", err=True)

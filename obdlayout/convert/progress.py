@@ -1,0 +1,162 @@
+"""What a convert tells the person running it: bars on a terminal, plain lines elsewhere, or nothing.
+
+Layers are converted in worker processes; they send events through a queue, and one thread of the
+main process shows them, so output from parallel conversions never interleaves mid-line.
+"""
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.queues import SimpleQueue
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+MB = 1_000_000
+PROGRESS_INTERVAL = 0.25  # seconds between byte-count events of one layer
+
+
+@dataclass(frozen=True)
+class LayerStarted:
+    key: str
+    label: str
+
+
+@dataclass(frozen=True)
+class LayerProgress:
+    key: str
+    done: int  # uncompressed tar bytes applied
+
+
+@dataclass(frozen=True)
+class LayerFinished:
+    key: str
+    label: str
+    tar_bytes: int
+    blob_bytes: int
+    seconds: float
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    warning: bool = False
+
+
+Event = LayerStarted | LayerProgress | LayerFinished | Message
+
+
+class Events:
+    """The sending side, usable from any process forked after it was made."""
+
+    def __init__(self) -> None:
+        self._queue: SimpleQueue[Event | None] = get_context("fork").SimpleQueue()
+
+    def send(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def progress_callback(self, key: str) -> "ThrottledProgress":
+        return ThrottledProgress(self, key)
+
+    def receive(self) -> Event | None:
+        return self._queue.get()
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+
+class ThrottledProgress:
+    """Called with the bytes done so far; passes a few of the calls on as events."""
+
+    def __init__(self, events: Events, key: str) -> None:
+        self._events = events
+        self._key = key
+        self._last = 0.0
+        self.total = 0
+
+    def __call__(self, done: int) -> None:
+        self.total = done
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._events.send(LayerProgress(self._key, done))
+
+
+class Display:
+    """Shows events until the sending side closes. `mode`: "bars", "lines" or "quiet"."""
+
+    def __init__(self, events: Events, mode: str, stream: TextIO = sys.stderr) -> None:
+        self._events = events
+        self._mode = mode
+        self._stream = stream
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def __enter__(self) -> "Display":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._events.close()
+        self._thread.join()
+
+    def _run(self) -> None:
+        if self._mode == "bars":
+            self._bars()
+            return
+        while (event := self._events.receive()) is not None:
+            line = _line(event)
+            if line and (self._mode == "lines" or (isinstance(event, Message) and event.warning)):
+                print(line, file=self._stream, flush=True)
+
+    def _bars(self) -> None:
+        console = Console(file=self._stream)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+        )
+        tasks: dict[str, TaskID] = {}
+        with Progress(*columns, console=console, transient=False) as bars:
+            while (event := self._events.receive()) is not None:
+                if isinstance(event, LayerStarted):
+                    tasks[event.key] = bars.add_task(event.label, total=None)
+                elif isinstance(event, LayerProgress) and event.key in tasks:
+                    bars.update(tasks[event.key], completed=event.done)
+                elif isinstance(event, LayerFinished):
+                    task = tasks.pop(event.key, None)
+                    if task is not None:
+                        bars.update(task, total=event.tar_bytes, completed=event.tar_bytes)
+                    else:
+                        bars.console.print(_line(event))
+                elif isinstance(event, Message):
+                    bars.console.print(_line(event), markup=False)
+
+
+def _line(event: Event) -> str:
+    if isinstance(event, LayerStarted):
+        return f"converting {event.label}"
+    if isinstance(event, LayerFinished):
+        if event.reused:
+            return f"reused     {event.label}: converted by an earlier run ({event.blob_bytes / MB:.1f} MB blob)"
+        rate = event.tar_bytes / event.seconds / MB if event.seconds else 0.0
+        return (
+            f"converted  {event.label}: {event.tar_bytes / MB:.1f} MB of tar in {event.seconds:.1f} s "
+            f"({rate:.0f} MB/s), {event.blob_bytes / MB:.1f} MB blob"
+        )
+    if isinstance(event, Message):
+        return f"warning: {event.text}" if event.warning else event.text
+    return ""
