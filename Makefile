@@ -28,7 +28,7 @@ test: system-deps $(STAMP) lint
 	$(BIN)/pytest -q
 
 demo: system-deps $(STAMP)
-	bash scripts/demo.sh $(BIN)/obdlayout
+	bash scripts/demo.sh $(BIN)/obdlayout $(BIN)/python
 
 bench: system-deps $(STAMP)
 	$(BIN)/python -m bench
