@@ -1,15 +1,15 @@
 """`make bench`: speed and memory figures of this machine, written to bench-out/results.json.
 
-`python -m bench [formats] [ext4]` runs some parts; no argument runs all.
+`python -m bench [formats] [ext4] [convert]` runs some parts; no argument runs all.
 """
 
 import json
 import sys
 
-from . import ext4, formats
+from . import convert, ext4, formats
 from .inputs import OUT
 
-PARTS = {"formats": formats.run, "ext4": ext4.run}
+PARTS = {"formats": formats.run, "ext4": ext4.run, "convert": convert.run}
 
 
 def main() -> None:

@@ -1,8 +1,6 @@
 """Layer application speed and memory: an uncompressed layer tar onto a fresh file system (mkfs)."""
 
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,7 +9,7 @@ from obdlayout.convert.layer import build_layer
 from obdlayout.formats.commit import BlobOptions
 from obdlayout.formats.zfile_writer import default_jobs
 
-from .inputs import OUT, large_files, python_tree, tar_of
+from .inputs import OUT, large_files, python_tree, run_measured, tar_of
 
 MB = 1_000_000
 
@@ -33,15 +31,13 @@ def apply_once(tar: Path, jobs: int) -> dict[str, float]:
         "tar_mb_per_s": round(size / seconds / MB, 1),
         "entries_per_s": round(result.apply.entries / seconds),
         "blob_mb": round(result.blob.size / MB, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
 def measure(name: str, tar: Path, jobs: int) -> dict[str, float]:
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.ext4", str(tar), str(jobs)], capture_output=True, text=True, check=True
-    )
-    result: dict[str, float] = json.loads(run.stdout)
+    output, peak = run_measured([sys.executable, "-m", "bench.ext4", str(tar), str(jobs)])
+    result: dict[str, float] = json.loads(output)
+    result["peak_rss_mb"] = round(peak, 1)
     print(
         f"  apply {name:12} {result['tar_mb']:7.0f} MB, {result['entries']:6} entries, {jobs} job(s): "
         f"{result['seconds']:5.2f} s, {result['tar_mb_per_s']:6.1f} MB/s, {result['entries_per_s']:6} entries/s, "

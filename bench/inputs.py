@@ -1,6 +1,7 @@
 """Benchmark inputs, built from real files on this machine (never downloaded) and cached in bench-out/."""
 
 import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -51,3 +52,23 @@ def tar_of(name: str, paths: list[Path], base: Path | None = None) -> Path:
             tar.add(path, arcname=arcname)
     partial.rename(target)
     return target
+
+
+_PEAK_RSS_PROBE = (
+    "import resource, subprocess, sys; "
+    "code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
+def run_measured(command: list[str]) -> tuple[str, float]:
+    """Run `command`; its output and its peak RSS in MB (of it or its largest descendant).
+
+    Through a small intermediate Python: a child forked straight from this (large) process would
+    count this process's memory in its peak until it execs.
+    """
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS_PROBE, *command], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
+    *output, peak_kib = done.stdout.rstrip("\n").split("\n")
+    return "\n".join(output), int(peak_kib) / 1024

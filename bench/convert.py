@@ -1,0 +1,97 @@
+"""End-to-end `obdlayout convert` of a realistic multi-layer image, built from this machine's files.
+
+The image: the Python installation split into three layers by top directory, plus a layer of large
+binaries, each gzip-compressed (ISA-L) into an OCI layout, as `skopeo copy` would leave it.
+"""
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from isal import igzip
+
+from .inputs import OUT, large_files, python_tree, run_measured, tar_of
+
+MB = 1_000_000
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def _layer_tars() -> list[Path]:
+    tree = python_tree()
+    parts = sorted(p for p in tree.iterdir())
+    lib = [p for p in parts if p.name == "lib"]
+    rest = [p for p in parts if p.name != "lib"]
+    lib_parts = sorted((tree / "lib").iterdir()) if lib else []
+    site = [p for p in lib_parts if p.name.startswith("python")]
+    other = [p for p in lib_parts if not p.name.startswith("python")]
+    groups = {"image-base": rest + other, "image-stdlib": site, "image-large": None}
+    tars = []
+    for name, paths in groups.items():
+        if paths is None:
+            tars.append(tar_of(name, large_files(300 << 20)))
+        elif paths:
+            tars.append(tar_of(name, paths, tree.parent))
+    return tars
+
+
+def source_layout() -> Path:
+    root = OUT / "convert-source"
+    if (root / "index.json").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    layers, diff_ids = [], []
+    for tar in _layer_tars():
+        data = tar.read_bytes()
+        diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
+        layers.append(_blob(root, igzip.compress(data), OCI_LAYER_GZIP))
+    config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": _blob(root, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": layers,
+    }
+    entry = _blob(root, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    entry["annotations"] = {"org.opencontainers.image.ref.name": "bench"}
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return root
+
+
+def _blob(root: Path, data: bytes, media_type: str) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (root / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def run() -> dict[str, object]:
+    source = source_layout()
+    manifest_digest = json.loads((source / "index.json").read_text())["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((source / "blobs" / "sha256" / manifest_digest).read_bytes())
+    tar_bytes = sum(t.stat().st_size for t in _layer_tars())
+    compressed = sum(layer["size"] for layer in manifest["layers"])
+    destination = OUT / "convert-output"
+    shutil.rmtree(destination, ignore_errors=True)
+    start = time.perf_counter()
+    _, peak = run_measured([sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(destination), "-q"])
+    seconds = time.perf_counter() - start
+    output = sum(p.stat().st_size for p in (destination / "blobs" / "sha256").iterdir())
+    result = {
+        "layers": len(manifest["layers"]),
+        "tar_mb": round(tar_bytes / MB, 1),
+        "gzip_mb": round(compressed / MB, 1),
+        "seconds": round(seconds, 2),
+        "tar_mb_per_s": round(tar_bytes / seconds / MB, 1),
+        "peak_rss_mb": round(peak, 1),
+        "output_mb": round(output / MB, 1),
+    }
+    print(
+        f"  convert {result['layers']} gzip layers, {result['tar_mb']:.0f} MB tar ({result['gzip_mb']:.0f} MB gzip): "
+        f"{seconds:.2f} s, {result['tar_mb_per_s']:.0f} MB/s, peak RSS {peak:.0f} MB (largest process), "
+        f"output {result['output_mb']:.0f} MB"
+    )
+    return result
