@@ -307,3 +307,51 @@ def test_json_summary_names_digests_and_layers(tmp_path: Path) -> None:
     assert [layer["index"] for layer in image["layers"]] == [0, 1]
     assert report["outputs"][0]["tag"] == "app"
     assert report["outputs"][0]["digest"] == tagged(tmp_path / "out", "app")["digest"]
+
+
+def test_output_modes_lines_and_quiet(tmp_path: Path) -> None:
+    source = _small_source(tmp_path / "src")
+    lines = subprocess.run(
+        [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(tmp_path / "a"), "-j", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert lines.stdout == ""
+    assert lines.stderr.count("converted  linux/amd64") == 2 and "app = sha256:" in lines.stderr
+    quiet = subprocess.run(
+        [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(tmp_path / "b"), "-q", "-j", "1"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+
+
+def test_work_dir_reserve_and_dump_manifest(tmp_path: Path) -> None:
+    source = _small_source(tmp_path / "src")
+    work = tmp_path / "work"
+    out = tmp_path / "out"
+    run(source, out, "-d", work, "--dump-manifest")
+    dumped = {p.name for p in (work / "dump" / "app").iterdir()}
+    manifest_digest = tagged(out, "app")["digest"]
+    config_digest = load(out, manifest_digest)["config"]["digest"]
+    assert dumped == {
+        f"{manifest_digest.removeprefix('sha256:')}.json",
+        f"{config_digest.removeprefix('sha256:')}.json",
+    }
+    assert len(list((work / "layers").glob("*.blob"))) == 2
+    run(source, tmp_path / "out2", "-d", work)  # the kept layers are reused: same output
+    assert tagged(tmp_path / "out2", "app")["digest"] == manifest_digest
+    assert not work.exists()
+
+
+def test_platform_filter_and_digest_selection(tmp_path: Path) -> None:
+    source = shared("hello-world")
+    out = tmp_path / "out"
+    run(source, out, "-i", "docker-list", "--platform", "linux/arm64", "--platform", "linux/arm/v7")
+    index = load(out, tagged(out, "docker-list")["digest"])
+    assert sorted((m["platform"]["architecture"], m["platform"].get("variant")) for m in index["manifests"]) == [
+        ("arm", "v7"),
+        ("arm64", "v8"),
+    ]
+    digest = tagged(source, "amd64")["digest"]
+    run(source, out, "-g", digest, code=2)  # a digest selection needs an output tag
+    run(source, out, "-g", digest, "-o", "by-digest")
+    assert len(load(out, tagged(out, "by-digest")["digest"])["layers"]) == 1
