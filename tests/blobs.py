@@ -28,9 +28,11 @@ class Extent:
         return (pattern * (size // len(pattern) + 1))[:size]
 
 
-def write_layer(out: BinaryIO, extents: list[Extent], virtual_size: int, options: BlobOptions, **ids: str) -> None:
+def write_layer(
+    out: BinaryIO, extents: list[Extent], virtual_size: int, options: BlobOptions, ordered: bool = True
+) -> None:
     writer = LayerBlobWriter(
-        out, virtual_size=virtual_size, uuid=ids.get("uuid"), parent_uuid=ids.get("parent_uuid"), options=options
+        out, virtual_size=virtual_size, uuid=None, parent_uuid=None, options=options, ordered=ordered
     )
     for e in extents:
         if e.zeroed:

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from obdlayout.formats.blob import open_stack
-from obdlayout.formats.commit import LayerBlobWriter
 from obdlayout.formats.lsmt_writer import LsmtWriter
 from obdlayout.formats.zfile_layout import Algorithm
 from obdlayout.formats.zfile_writer import ZFileWriter
 
-from .blobs import PLAIN, SECTOR, Extent, apply_to_model, plain_lsmt_bytes
+from .blobs import PLAIN, SECTOR, Extent, apply_to_model, plain_lsmt_bytes, write_layer
 
 MiB = 1 << 20
 
@@ -118,13 +117,7 @@ def test_unordered_layer_reads_back_and_sorts_its_index(tmp_path: Path) -> None:
     extents = [Extent(900, 64, seed=1), Extent(0, 8, seed=2), Extent(300, 16, zeroed=True), Extent(8, 8, seed=3)]
     path = tmp_path / "layer"
     with path.open("w+b") as out:
-        writer = LayerBlobWriter(out, virtual_size=MiB, uuid=None, parent_uuid=None, options=PLAIN, ordered=False)
-        for e in extents:
-            if e.zeroed:
-                writer.lsmt.write_zeroed(e.sector * SECTOR, e.sectors * SECTOR)
-            else:
-                writer.lsmt.write_data(e.sector * SECTOR, e.data())
-        writer.close()
+        write_layer(out, extents, MiB, PLAIN, ordered=False)
     _, records = decode_index(path.read_bytes())
     # Sorted by offset; 0-7 and 8-15 merge: the zeroed range between their arrivals took no data space.
     assert [r[:3] for r in records if r[1]] == [(0, 16, 72), (300, 16, 80), (900, 64, 8)]

@@ -11,11 +11,10 @@ import click
 
 from ..atomic import atomic_output
 from ..formats.blob import Blob, BlobInfo, open_stack, write_raw
-from ..formats.commit import BlobOptions, LayerBlobWriter, pack_raw_image
+from ..formats.commit import LayerBlobWriter, pack_raw_image
 from ..formats.errors import FormatError
 from ..formats.lsmt_layout import SECTOR, is_valid_uuid
-from ..formats.zfile_layout import Algorithm
-from ..formats.zfile_writer import default_jobs
+from .options import blob_options, compression_options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -150,31 +149,9 @@ def raw(out: str, files: tuple[str, ...]) -> None:
 @click.argument("out", type=click.Path(dir_okay=False, writable=True))
 @click.option("--uuid", help="LSMT uuid (36-char form; the null uuid when absent).")
 @click.option("--parent-uuid", help="LSMT parent uuid (the null uuid when absent).")
-@click.option(
-    "--algorithm",
-    type=click.Choice(["lz4", "zstd"]),
-    default="lz4",
-    show_default=True,
-    help="ZFile compression.",
-)
-@click.option(
-    "--bs",
-    "block_kib",
-    type=click.Choice(["4", "8", "16", "32", "64"]),
-    default="4",
-    show_default=True,
-    help="ZFile block size in KiB.",
-)
+@compression_options
 @click.option("--no-zfile", is_flag=True, help="Write a plain LSMT layer, uncompressed.")
 @click.option("--no-tar", is_flag=True, help="Leave out the tar wrapper.")
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=default_jobs,
-    show_default="all cores",
-    help="Compression workers.",
-)
 @_format_errors_exit
 def pack(
     image: str,
@@ -195,12 +172,7 @@ def pack(
     for name, value in (("--uuid", uuid), ("--parent-uuid", parent_uuid)):
         if value is not None and not is_valid_uuid(value):
             raise click.BadParameter(f"{value!r} is not a 36-character UUID", param_hint=name)
-    options = BlobOptions(
-        compression=None if no_zfile else Algorithm.named(algorithm),
-        block_size=int(block_kib) * 1024,
-        tar=not no_tar,
-        jobs=jobs,
-    )
+    options = blob_options(algorithm, block_kib, jobs, zfile=not no_zfile, tar=not no_tar)
     with open(image, "rb") as source:
         size = os.fstat(source.fileno()).st_size
         if size % SECTOR:

@@ -11,14 +11,12 @@ from ..convert.pipeline import DEFAULT_BASELAYER, ConvertError, ConvertOptions, 
 from ..convert.progress import Display, Events
 from ..ext4.apply import LayerError
 from ..ext4.errors import Ext4Error
-from ..formats.commit import BlobOptions
 from ..formats.errors import FormatError
-from ..formats.zfile_layout import Algorithm
-from ..formats.zfile_writer import default_jobs
 from ..oci.descriptor import Platform
 from ..oci.errors import LayoutError
 from ..oci.layout import Layout
 from ..oci.plan import Selection
+from .options import blob_options, compression_options
 
 GiB = 1 << 30
 
@@ -99,21 +97,7 @@ def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     show_default=True,
     help="File system of the image; only ext4 is supported yet.",
 )
-@click.option(
-    "--algorithm",
-    type=click.Choice(["lz4", "zstd"]),
-    default="lz4",
-    show_default=True,
-    help="ZFile compression of the layer blobs.",
-)
-@click.option(
-    "--bs",
-    "block_kib",
-    type=click.Choice(["4", "8", "16", "32", "64"]),
-    default="4",
-    show_default=True,
-    help="ZFile block size in KiB.",
-)
+@compression_options
 @click.option(
     "--oci/--docker-media-types",
     default=True,
@@ -136,14 +120,6 @@ def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     default=4,
     show_default=True,
     help="Images (manifests) converted at once.",
-)
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=default_jobs,
-    show_default="all cores",
-    help="Compression worker processes per image.",
 )
 @click.option(
     "-d",
@@ -216,7 +192,7 @@ def convert_command(
             mkfs=mkfs,
             baselayer=baselayer,
             vsize=vsize * GiB,
-            blob=BlobOptions(Algorithm.named(algorithm), int(block_kib) * 1024, tar=True, jobs=jobs),
+            blob=blob_options(algorithm, block_kib, jobs),
             oci=oci,
             referrer=referrer,
             concurrency=concurrency_limit,
