@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .errors import Ext4Error, NoSpace
-from .fs import Filesystem, Stamp
+from .fs import READ_CHUNK, Filesystem, Stamp
 from .layout import BLOCK_SIZE, ROOT_INO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK
 from .tarstream import BLOCKDEV, CHAR, FIFO, HARDLINK, SYMLINK, TarEntry, TarFormatError, TarReader
 
@@ -26,6 +26,10 @@ OPAQUE_MARKER = b".wh..wh..opq"
 PARENT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
 MAX_SYMLINK_HOPS = 40  # as the kernel's path walk
 MAX_ID = 2**32 - 1
+
+
+class NotADirectoryInImage(Ext4Error):
+    """A path goes through something that is not a directory."""
 
 
 class LayerError(Exception):
@@ -109,7 +113,7 @@ class _Applier:
                 continue
             if file_type != S_IFDIR:
                 if create:
-                    raise Ext4Error(f"parent {name!r} is not a directory")
+                    raise NotADirectoryInImage(f"parent {name!r} is not a directory")
                 return None
             trail.append(child)
         self._resolved[key] = trail[-1]
@@ -117,18 +121,37 @@ class _Applier:
 
     def whiteout(self, parent_parts: list[bytes], base: bytes) -> None:
         self.stats.whiteouts += 1
-        parent = self.walk(parent_parts, create=False)
-        if parent is None:
-            return  # nothing below a missing path or a non-directory
+        # Missing parents are made first, as for any entry (containerd's and overlaybd-apply's order);
+        # below a non-directory there is nothing to delete (overlaybd-apply aborts there).
+        try:
+            parent = self.walk(parent_parts, create=True)
+        except NotADirectoryInImage:
+            return
+        assert parent is not None
         fs = self.fs
         if base == OPAQUE_MARKER:
-            for child in fs.children(parent):
-                if (parent, child) not in self.created:
-                    self.remove(parent, child)
+            self._clear_lower(parent)
             return
         name = base[len(WHITEOUT_PREFIX) :]
         if fs.lookup(parent, name) is not None and (parent, name) not in self.created:
             self.remove(parent, name)
+
+    def _clear_lower(self, directory: int) -> None:
+        """Everything below `directory` that this layer did not put there goes (an opaque directory).
+
+        A subdirectory this layer re-added over a lower one kept the lower contents: they go too.
+        """
+        fs = self.fs
+        pending = [directory]
+        while pending:
+            current = pending.pop()
+            for child in fs.children(current):
+                if (current, child) not in self.created:
+                    self.remove(current, child)
+                    continue
+                ino = fs.lookup(current, child)
+                if ino is not None and fs.inode(ino).file_type == S_IFDIR:
+                    pending.append(ino)
 
     def entry(self, tar: TarReader, member: TarEntry) -> None:
         parts = clean_path(member.name)
@@ -153,6 +176,8 @@ class _Applier:
             if existing == target:
                 return  # a hard link to itself
             self.remove(parent, base)
+            if target is not None:
+                target = self._link_target(member)  # the replaced path may have held the target
         ino = self._create(tar, member, parent, base, stamp, target)
         self.created.add((parent, base))
         if target is None and member.xattrs:
@@ -199,6 +224,9 @@ def apply_layer(fs: Filesystem, stream: BinaryIO, layer: str) -> ApplyStats:
         for member in tar:
             applier.stats.entries += 1
             applier.entry(tar, member)
+        # Past the end-of-archive blocks: a decompressor checks its trailer (gzip CRC) only at the end.
+        while stream.read(READ_CHUNK):
+            pass
     except NoSpace as exc:
         raise LayerError(
             f"{layer}: the file system is full at entry {_name(member)} ({exc}); "

@@ -138,6 +138,7 @@ class TarReader:
         self._data_left = 0  # stored bytes of the current entry not yet read
         self._padding = 0
         self._sparse_pos = 0  # logical offset reached in the current entry
+        self._region = 0  # first sparse region not yet wholly read
         self._entry: TarEntry | None = None
 
     def _read_exact(self, size: int) -> bytes:
@@ -251,6 +252,7 @@ class TarReader:
         self._data_left = stored if carries_data else 0
         self._padding = -stored % BLOCK if carries_data else 0
         self._sparse_pos = 0
+        self._region = 0
         self._entry = entry
         if kind == GNU_SPARSE:
             entry.sparse, entry.size = self._old_gnu_sparse(block)
@@ -314,7 +316,11 @@ class TarReader:
         parts = []
         pos = offset
         end = min(offset + length, entry.size)
-        for start, size in entry.sparse:
+        regions = entry.sparse
+        # Regions before `pos` are never needed again: start where the last read stopped (linear overall).
+        while self._region < len(regions) and sum(regions[self._region]) <= pos:
+            self._region += 1
+        for start, size in regions[self._region :]:
             if start + size <= pos or size == 0:
                 continue
             if start >= end:
