@@ -15,8 +15,8 @@ from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, REF_NAME
 from obdlayout.oci.writer import LayoutWriter
 
-from .shared import shared
 from .oci_layouts import LayoutBuilder
+from .shared import shared
 
 AMD64 = "sha256:7e9b6e7ba2842c91cf49f3e214d04a7a496f8214356f41d81a6e6dcad11f11e3"
 NESTED_INNER = "sha256:a88a816b83f40e5d7b73eda36a450e1b07c5982840f13b0d2a1048adb98571c2"

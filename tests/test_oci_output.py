@@ -24,8 +24,8 @@ from obdlayout.oci.output import BuiltNode, OutputOptions, build, publish
 from obdlayout.oci.plan import ConversionPlan, ImagePlan, IndexPlan, Selection, plan
 from obdlayout.oci.writer import LayoutWriter
 
-from .shared import shared
 from .oci_layouts import LayoutBuilder, platform
+from .shared import shared
 
 GOLDEN_LAYER = BlobRef("sha256:022231c3f1af70e0cc42f0c3781eabf174cff608210585bf93fc83e16d33672d", 642560)
 # convertor-spec.md §3.4: the keys image-spec's Image struct lacks, which the Go convertor drops and we keep.

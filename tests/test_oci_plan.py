@@ -17,8 +17,8 @@ from obdlayout.oci.mediatypes import (
 )
 from obdlayout.oci.plan import ConversionPlan, ImagePlan, IndexPlan, Selection, is_attestation, plan
 
-from .shared import shared
 from .oci_layouts import LayoutBuilder, platform
+from .shared import shared
 
 DOCKER_LIST_PLATFORMS = [
     "linux/amd64",
