@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check obdlayout tests bench
-	$(BIN)/ruff format --check obdlayout tests bench
+	$(BIN)/ruff check obdlayout tests bench fixtures
+	$(BIN)/ruff format --check obdlayout tests bench fixtures
 	$(BIN)/mypy
 
 test: system-deps $(STAMP) lint

@@ -2,9 +2,17 @@
 
 import shutil
 import subprocess
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from fixtures.make_layers import make_layers
+from obdlayout.formats.blob import open_stack, write_raw
+
+T = TypeVar("T")
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 GOLDEN = SHARED_DATA / "overlaybd-golden"
@@ -34,3 +42,51 @@ def e2fsck(image: Path) -> subprocess.CompletedProcess[str]:
 def debugfs(image: Path, request: str) -> str:
     result = subprocess.run([require_tool("debugfs"), "-R", request, str(image)], capture_output=True, check=True)
     return result.stdout.decode("utf-8", "surrogateescape")
+
+
+# -- added for the ext4 writer's tests ---------------------------------------------------------------
+
+FSCK_TIMEOUT = 600  # seconds; a badly broken image can make e2fsck spin
+
+
+def fsck(image: Path, timeout: float = FSCK_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`e2fsck -fn` with no terminal to ask and a time limit (a hang fails the test, naming the image)."""
+    try:
+        return subprocess.run(
+            [require_tool("e2fsck"), "-fn", str(image)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"e2fsck -fn {image} did not finish within {timeout} s")
+
+
+def assert_fsck_clean(image: Path) -> str:
+    """e2fsck -fn exits 0; returns its report."""
+    check = fsck(image)
+    assert check.returncode == 0, f"e2fsck -fn exit {check.returncode}:\n{check.stdout[-6000:]}{check.stderr[-2000:]}"
+    return check.stdout
+
+
+_MEMO: dict[object, object] = {}
+
+
+def memo(key: object, make: Callable[[], T]) -> T:
+    """One value per test session for `key`, shared by every test module (session fixtures are per module)."""
+    if key not in _MEMO:
+        _MEMO[key] = make()
+    return _MEMO[key]  # type: ignore[return-value]
+
+
+def fixture_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """The generated layer tars (fixtures.make_layers), written once per session."""
+    return memo("fixture-layers", lambda: make_layers(tmp_path_factory.mktemp("layers")))
+
+
+def write_raw_image(blobs: list[Path], image: Path) -> Path:
+    """The stack of `blobs` (bottom first) as a sparse raw disk image."""
+    with ExitStack() as stack, image.open("w+b") as out:
+        write_raw(open_stack(blobs, stack), out)
+    return image

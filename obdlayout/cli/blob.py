@@ -14,6 +14,7 @@ from ..formats.blob import Blob, BlobInfo, open_stack, write_raw
 from ..formats.commit import LayerBlobWriter, pack_raw_image
 from ..formats.errors import FormatError
 from ..formats.lsmt_layout import SECTOR, is_valid_uuid
+from .formatting import human_size
 from .options import blob_options, compression_options
 
 P = ParamSpec("P")
@@ -42,15 +43,6 @@ def blob() -> None:
     """Overlaybd layer blobs: tar wrapper, ZFile and LSMT, in any combination."""
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _describe(info: BlobInfo) -> str:
     compression = info.compression if info.block_size is None else f"{info.compression}, {info.block_size}-byte blocks"
     lines = [
@@ -58,12 +50,12 @@ def _describe(info: BlobInfo) -> str:
         f"  kind:          {info.kind}",
         f"  wrapping:      {info.wrapping}",
         f"  compression:   {compression}",
-        f"  file size:     {_human(info.file_size)} ({info.file_size} bytes); LSMT {info.lsmt_size} bytes",
+        f"  file size:     {human_size(info.file_size)} ({info.file_size} bytes); LSMT {info.lsmt_size} bytes",
         f"  uuid:          {info.uuid}",
         f"  parent uuid:   {info.parent_uuid}",
-        f"  virtual size:  {_human(info.virtual_size)} ({info.virtual_size} bytes)",
+        f"  virtual size:  {human_size(info.virtual_size)} ({info.virtual_size} bytes)",
         f"  records:       {info.records} ({info.zeroed_records} zeroed)",
-        f"  data:          {_human(info.data_bytes)} ({info.data_bytes} bytes)",
+        f"  data:          {human_size(info.data_bytes)} ({info.data_bytes} bytes)",
     ]
     if info.target_records:
         lines.append(f"  in target tar: {info.target_records} records, {info.target_bytes} bytes")

@@ -5,6 +5,7 @@ import click
 from .. import __version__
 from .blob import blob
 from .convert import convert_command
+from .inspect import cat, extract, inspect, ls, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +18,11 @@ def cli() -> None:
 
 
 cli.add_command(blob)
+cli.add_command(inspect)
+cli.add_command(ls)
+cli.add_command(cat)
+cli.add_command(extract)
+cli.add_command(verify)
 cli.add_command(convert_command, name="convert")
 
 

@@ -35,6 +35,7 @@ class Run(NamedTuple):
     logical: int
     physical: int
     length: int
+    unwritten: bool = False  # an unwritten (preallocated) extent: its blocks read as zeros
 
 
 class Mapping(NamedTuple):
@@ -56,9 +57,10 @@ def read_extents(i_block: bytes, read: ReadBlock, where: str) -> Mapping:
             offset = EXTENT_HEADER.size + i * EXTENT_ENTRY_SIZE
             if depth == 0:
                 logical, length, start_hi, start_lo = EXTENT_LEAF.unpack_from(node, offset)
-                if length > EXTENT_UNINIT_FLAG:
+                unwritten = length > EXTENT_UNINIT_FLAG
+                if unwritten:
                     length -= EXTENT_UNINIT_FLAG
-                runs.append(Run(logical, start_lo | (start_hi << 32), length))
+                runs.append(Run(logical, start_lo | (start_hi << 32), length, unwritten))
             else:
                 _, leaf_lo, leaf_hi, _ = EXTENT_INDEX.unpack_from(node, offset)
                 child = leaf_lo | (leaf_hi << 32)

@@ -306,7 +306,8 @@ class Filesystem:
             inode.i_block = target
         else:
             ((block, _),) = self.alloc.alloc_blocks(1)
-            self.device.write_data(block, target)
+            # Kept as a metadata block: later entries of this layer may walk through the link.
+            self.device.replace(block, target.ljust(BLOCK_SIZE, b"\0"))
             self._map_blocks(inode, [Run(0, block, 1)])
         inode.size = len(target)
         self._add_entry(parent, name, ino, S_IFLNK)

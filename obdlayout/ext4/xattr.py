@@ -31,6 +31,7 @@ _INDEXES: list[tuple[str, int]] = [
     ("system.", 7),
 ]
 _ACL_INDEXES = {2, 3}
+_PREFIX_OF_INDEX = {index: prefix for prefix, index in _INDEXES}
 
 # POSIX ACL: VFS form (version 2, 8-byte entries) and ext4 form (version 1, short entries for the owner classes).
 _VFS_ACL_VERSION = 2
@@ -39,6 +40,7 @@ _ACL_HEADER = struct.Struct("<I")
 _VFS_ACL_ENTRY = struct.Struct("<HHI")
 _ACL_SHORT = struct.Struct("<HH")
 _ACL_USER, _ACL_GROUP = 0x02, 0x08
+_ACL_UNDEFINED_ID = 0xFFFFFFFF  # the id the kernel reports for the owner, group, mask and other entries
 
 
 class XattrError(ValueError):
@@ -80,6 +82,37 @@ def acl_to_disk(value: bytes) -> bytes:
         named = tag in (_ACL_USER, _ACL_GROUP)
         out.append(_VFS_ACL_ENTRY.pack(tag, perm, ident) if named else _ACL_SHORT.pack(tag, perm))
     return b"".join(out)
+
+
+def acl_from_disk(value: bytes) -> bytes:
+    """An ext4 on-disk POSIX ACL in the form getxattr and tar carry (the inverse of xattr.acl_to_disk)."""
+    if len(value) < _ACL_HEADER.size or _ACL_HEADER.unpack_from(value)[0] != _EXT4_ACL_VERSION:
+        raise XattrError("POSIX ACL xattr has a bad header")
+    out = [_ACL_HEADER.pack(_VFS_ACL_VERSION)]
+    pos = _ACL_HEADER.size
+    while pos < len(value):
+        if pos + _ACL_SHORT.size > len(value):
+            raise XattrError("POSIX ACL xattr ends inside an entry")
+        tag, perm = _ACL_SHORT.unpack_from(value, pos)
+        if tag in (_ACL_USER, _ACL_GROUP):
+            if pos + _VFS_ACL_ENTRY.size > len(value):
+                raise XattrError("POSIX ACL xattr ends inside an entry")
+            out.append(value[pos : pos + _VFS_ACL_ENTRY.size])
+            pos += _VFS_ACL_ENTRY.size
+        else:
+            out.append(_VFS_ACL_ENTRY.pack(tag, perm, _ACL_UNDEFINED_ID))
+            pos += _ACL_SHORT.size
+    return b"".join(out)
+
+
+def value_from_disk(index: int, value: bytes) -> bytes:
+    """A stored attribute value as getxattr and tar carry it (ACLs converted back)."""
+    return acl_from_disk(value) if index in _ACL_INDEXES else value
+
+
+def index_prefix(index: int) -> str | None:
+    """The name prefix of a name index (None for one ext4 does not define)."""
+    return _PREFIX_OF_INDEX.get(index)
 
 
 def make_attrs(xattrs: Mapping[str, bytes]) -> tuple[list[Attr], list[str]]:

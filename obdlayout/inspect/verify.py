@@ -1,0 +1,348 @@
+"""Check converted images end to end, reporting every fault found rather than stopping at the first.
+
+Per image (convertor-spec.md §3, overlaybd-formats.md §1-§4):
+- every blob it names (index, manifest, config, layers) is present with the size and digest its descriptor gives;
+- each layer is an overlaybd layer: an uncompressed tar media type, and blob-digest, blob-size and version
+  annotations that agree with its descriptor (§3.3); the config's rootfs.diff_ids are the layer digests (§3.4);
+- each layer blob's structure and every CRC (formats/blob.py `Blob.verify`);
+- the uuid chain: each layer's parent uuid is the uuid of the layer below it (§2.9), the bottom one has none;
+  the overlaybd baselayer is the one layer whose successor may have none (it is below the chain, §6.3);
+- the merged file system: our reader walks its whole tree, and the real `e2fsck -fn` judges it when installed;
+- with a source image: its layers' uuids are their chain IDs (§2.3), and the tree equals the tree the OCI layer
+  rules give for the source (source.py), path by path.
+The checks of a layer blob are made once per blob, however many images share it.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..ext4.apply import LayerError
+from ..ext4.errors import Ext4Error
+from ..ext4.reader import open_image
+from ..formats.blob import Blob, BlobInfo
+from ..formats.errors import FormatError
+from ..oci.descriptor import Descriptor
+from ..oci.errors import LayoutError
+from ..oci.layers import open_uncompressed
+from ..oci.layout import Layout
+from ..oci.mediatypes import (
+    CONFIG_TYPES,
+    DOCKER_LAYER_TAR,
+    OCI_LAYER_TAR,
+    OVERLAYBD_BLOB_DIGEST,
+    OVERLAYBD_BLOB_SIZE,
+    OVERLAYBD_VERSION,
+)
+from ..oci.plan import ImagePlan, Selection, plan
+from .fsck import fsck
+from .fstree import image_tree
+from .image import FoundImage, find_images, is_overlaybd, open_layers
+from .source import SourceTree
+from .tree import Tree, differences, display
+
+# overlaybd-formats.md §6.3: the uuid of the ext4_64 baselayer that converting without mkfs puts at the bottom.
+BASELAYER_UUID = "C02FB491-B4D4-4904-8684-A014D032AF78"
+NULL_UUID = "00000000-0000-0000-0000-000000000000"
+OVERLAYBD_LAYER_TYPES = frozenset({OCI_LAYER_TAR, DOCKER_LAYER_TAR})  # convertor-spec.md §3.1
+LOST_FOUND = b"lost+found"  # made by mkfs, no source holds it
+MAX_LISTED = 1000  # differing paths listed per image; the rest are counted
+
+OK, FAULT, NOTE = "ok", "FAULT", "note"
+
+
+@dataclass
+class Report:
+    lines: list[tuple[str, str]] = field(default_factory=list)  # (OK | FAULT | NOTE, text), in the order found
+    faults: int = 0
+
+    def fault(self, where: str, problem: str) -> None:
+        self.lines.append((FAULT, f"{where}: {problem}"))
+        self.faults += 1
+
+    def note(self, text: str) -> None:
+        self.lines.append((NOTE, text))
+
+    def ok(self, text: str) -> None:
+        self.lines.append((OK, text))
+
+
+@dataclass(frozen=True)
+class Source:
+    layout: Layout
+    tag: str | None  # None: the same tag as the converted image's
+
+
+@dataclass(frozen=True)
+class _LayerState:
+    path: Path
+    info: BlobInfo | None  # None: the blob is absent, or could not be opened or verified
+    sound: bool  # no fault found in it (its digest and size included)
+
+
+def verify(layout: Layout, tag: str | None, source: Source | None, e2fsck: str | None) -> Report:
+    """Check the image(s) `tag` names (every tagged image when None); `e2fsck` is its path, None if absent."""
+    report = Report()
+    tags = [tag] if tag is not None else layout.tags()
+    if not tags:
+        report.fault(layout.index_path, "tags no image (give LAYOUT:TAG for an untagged one)")
+    verifier = _Verifier(layout, source, e2fsck, report)
+    for name in tags:
+        verifier.tag(name, every=tag is None)
+    if e2fsck is None:
+        report.note("e2fsck is not installed (Debian: e2fsprogs): the file systems were only read, not checked")
+    return report
+
+
+class _Verifier:
+    def __init__(self, layout: Layout, source: Source | None, e2fsck: str | None, report: Report) -> None:
+        self.layout = layout
+        self.source = source
+        self.e2fsck = e2fsck
+        self.report = report
+        self._blobs: dict[str, _LayerState] = {}
+        self._models: dict[str, Tree | None] = {}  # source manifest digest -> its tree (None: could not be built)
+
+    def _layout_fault(self, exc: LayoutError) -> None:
+        self.report.fault(exc.where, exc.problem)
+
+    def tag(self, tag: str, every: bool) -> None:
+        """`every`: the tag was not asked for by name, so an unconverted image is skipped, not a fault
+        (a layout converted in place holds its sources too)."""
+        images = find_images(self.layout, tag, on_error=self._layout_fault)
+        if every:
+            for image in [i for i in images if not any(is_overlaybd(layer) for layer in i.manifest.layers)]:
+                self.report.note(f"{image.label}: not a converted image (no overlaybd layer), skipped")
+                images.remove(image)
+            if not images:
+                return
+        sources = self._source_images(self.source, tag) if self.source is not None else None
+        matched: set[str] = set()
+        for image in images:
+            paired = self._pair(image, sources) if sources is not None else None
+            if paired is not None:
+                matched.add(paired.descriptor.digest)
+            self._image(image, paired)
+        for unmatched in [s for s in sources or [] if s.descriptor.digest not in matched]:
+            self.report.note(f"source platform {unmatched.platform} of tag {tag!r} has no converted image here")
+
+    # -- one image ------------------------------------------------------------------------------
+
+    def _image(self, image: FoundImage, source: ImagePlan | None) -> None:
+        before = self.report.faults
+        where = f"{self.layout.root}:{image.tag}" + (f" ({image.platform})" if image.platform else "")
+        config = self._config(image, where)
+        layers = image.manifest.layers
+        states = [self._layer(where, number, layer) for number, layer in enumerate(layers)]
+        for number, layer in enumerate(layers):
+            self._annotations(where, number, layer)
+        if config is not None:
+            self._diff_ids(where, config, layers)
+        if not layers:
+            self.report.fault(where, "the image has no layers")
+        infos = [state.info for state in states]
+        self._chain(where, infos)
+        if source is not None:
+            self._source_uuids(where, infos, source)
+        if layers and all(info is not None for info in infos):
+            self._filesystem(where, [state.path for state in states], source)
+        elif layers:
+            self.report.note(f"{where}: the file system was not checked, as a layer blob is absent or broken")
+        # A blob shared with an image checked before had its faults reported there, once.
+        if self.report.faults == before and all(state.sound for state in states):
+            checks = "blobs, annotations, diff_ids, CRCs, uuid chain, file system"
+            checks += " (e2fsck clean)" if self.e2fsck else ""
+            checks += ", tree equal to the source's" if source is not None else ""
+            self.report.ok(f"{where}: manifest {image.descriptor.digest}, {len(layers)} layer(s): {checks}")
+
+    def _config(self, image: FoundImage, where: str) -> dict[str, Any] | None:
+        descriptor = image.manifest.config
+        if descriptor.media_type not in CONFIG_TYPES:
+            self.report.fault(where, f"config media type {descriptor.media_type!r} is not an image config's")
+        try:
+            config = self.layout.read_json(descriptor)
+        except LayoutError as exc:
+            self.report.fault(where, f"config: {exc}")
+            return None
+        if not isinstance(config, dict):
+            self.report.fault(where, f"config {descriptor.digest} is not a JSON object")
+            return None
+        return config
+
+    def _layer(self, where: str, number: int, layer: Descriptor) -> _LayerState:
+        known = self._blobs.get(layer.digest)
+        if known is not None:
+            return known
+        path = self.layout.blob_path(layer.digest)
+        label = f"{where}: layer {number}"
+        before = self.report.faults
+        info: BlobInfo | None = None
+        if not os.path.exists(path):
+            self.report.fault(label, f"{path}: blob {layer.digest} is missing")
+        else:
+            try:
+                with self.layout.open_blob(layer) as reader:
+                    reader.drain()
+            except LayoutError as exc:
+                self.report.fault(label, str(exc))
+            try:
+                with Blob(path) as blob:
+                    blob.verify()
+                    info = blob.info()
+            except FormatError as exc:
+                self.report.fault(label, str(exc))
+            except OSError as exc:
+                self.report.fault(label, f"{path}: {exc.strerror}")
+        state = self._blobs[layer.digest] = _LayerState(path, info, self.report.faults == before)
+        return state
+
+    def _annotations(self, where: str, number: int, layer: Descriptor) -> None:
+        label = f"layer {number} ({layer.digest})"
+        if layer.media_type not in OVERLAYBD_LAYER_TYPES:
+            self.report.fault(where, f"{label}: media type {layer.media_type!r} is not an uncompressed layer tar")
+        notes = layer.annotations
+        expected = {OVERLAYBD_BLOB_DIGEST: layer.digest, OVERLAYBD_BLOB_SIZE: str(layer.size)}
+        for key, value in expected.items():
+            if key not in notes:
+                self.report.fault(where, f"{label}: annotation {key} is missing")
+            elif notes[key] != value:
+                self.report.fault(where, f"{label}: annotation {key} is {notes[key]!r}, the descriptor says {value!r}")
+        if OVERLAYBD_VERSION not in notes:
+            self.report.fault(where, f"{label}: annotation {OVERLAYBD_VERSION} is missing")
+
+    def _diff_ids(self, where: str, config: dict[str, Any], layers: tuple[Descriptor, ...]) -> None:
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list):
+            self.report.fault(where, "config has no rootfs.diff_ids list")
+            return
+        if len(diff_ids) != len(layers):
+            self.report.fault(where, f"config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
+        for number, (diff_id, layer) in enumerate(zip(diff_ids, layers, strict=False)):
+            if diff_id != layer.digest:
+                self.report.fault(
+                    where,
+                    f"config rootfs.diff_ids[{number}] is {diff_id!r}, but layer {number} is {layer.digest} "
+                    "(an overlaybd blob is an uncompressed layer: its DiffID is its digest)",
+                )
+
+    def _chain(self, where: str, infos: list[BlobInfo | None]) -> None:
+        for number, info in enumerate(infos):
+            if info is None:
+                continue
+            parent = info.parent_uuid.upper()
+            if number == 0:
+                if parent != NULL_UUID:
+                    self.report.fault(where, f"layer 0 (the bottom) has parent uuid {parent}; it should have none")
+                continue
+            below = infos[number - 1]
+            if below is None:
+                continue
+            if parent == below.uuid.upper():
+                continue
+            if parent == NULL_UUID and number == 1 and below.uuid.upper() == BASELAYER_UUID:
+                continue  # the layer on the baselayer starts the chain
+            self.report.fault(
+                where, f"layer {number} has parent uuid {parent}, but layer {number - 1} below it is {below.uuid}"
+            )
+
+    # -- the file system ------------------------------------------------------------------------
+
+    def _filesystem(self, where: str, paths: list[Path], source: ImagePlan | None) -> None:
+        expected = self._model(source) if source is not None else None
+        try:
+            with open_layers(paths) as disk:
+                try:
+                    fs = open_image(disk.read, disk.virtual_size)
+                    actual = image_tree(fs, contents=expected is not None)
+                except (Ext4Error, FormatError) as exc:
+                    self.report.fault(where, f"file system: {exc}")
+                    actual = None
+                if self.e2fsck is not None:
+                    result = fsck(disk, self.e2fsck)
+                    if not result.clean:
+                        said = "; ".join(result.lines)
+                        self.report.fault(where, f"e2fsck -fn exits {result.exit_code}: {said}")
+        except FormatError as exc:
+            self.report.fault(where, str(exc))
+            return
+        if expected is not None and actual is not None:
+            self._compare(where, expected, actual)
+
+    def _compare(self, where: str, expected: Tree, actual: Tree) -> None:
+        expected = {path: node for path, node in expected.items() if path}  # the root's own metadata is mkfs's
+        inside_lost_found = LOST_FOUND + b"/"
+        keep_lost_found = LOST_FOUND in expected
+        actual = {
+            path: node
+            for path, node in actual.items()
+            if path and (keep_lost_found or not (path == LOST_FOUND or path.startswith(inside_lost_found)))
+        }
+        listed = 0
+        for path, problem in differences(expected, actual):
+            listed += 1
+            if listed <= MAX_LISTED:
+                self.report.fault(where, f"{display(path)}: {problem}")
+        if listed > MAX_LISTED:
+            self.report.fault(where, f"and {listed - MAX_LISTED} more paths differ from the source")
+
+    # -- the source -----------------------------------------------------------------------------
+
+    def _source_images(self, source: Source, tag: str) -> list[ImagePlan] | None:
+        source_tag = source.tag or tag
+        try:
+            return plan(source.layout, Selection(tags=(source_tag,))).images()
+        except LayoutError as exc:
+            self.report.fault(exc.where, f"source {source.layout.root}:{source_tag}: {exc.problem}")
+            return None
+
+    def _pair(self, image: FoundImage, sources: list[ImagePlan]) -> ImagePlan | None:
+        if image.platform is not None:
+            wanted = image.platform.normalized()
+            same = [s for s in sources if s.platform.normalized() == wanted]
+            if len(same) == 1:
+                return same[0]
+        if len(sources) == 1:
+            return sources[0]
+        where = f"{self.layout.root}:{image.tag}"
+        self.report.fault(where, f"no single source image has its platform {image.platform} to compare with")
+        return None
+
+    def _source_uuids(self, where: str, infos: list[BlobInfo | None], source: ImagePlan) -> None:
+        base = len(infos) - len(source.layers)
+        if base not in (0, 1):
+            self.report.fault(where, f"has {len(infos)} layers for the source's {len(source.layers)}")
+            return
+        for layer in source.layers:
+            info = infos[base + layer.index]
+            if info is None:
+                continue
+            parent = (layer.parent_uuid or NULL_UUID).upper()
+            if info.uuid.upper() != layer.uuid.upper():
+                self.report.fault(
+                    where,
+                    f"layer {base + layer.index} has uuid {info.uuid}; source layer {layer.index}'s chain ID "
+                    f"{layer.chain_id} gives {layer.uuid.upper()}",
+                )
+            elif info.parent_uuid.upper() != parent:
+                self.report.fault(where, f"layer {base + layer.index} has parent uuid {info.parent_uuid}, not {parent}")
+
+    def _model(self, source: ImagePlan) -> Tree | None:
+        digest = source.descriptor.digest
+        if digest not in self._models:
+            self._models[digest] = self._build_model(source)
+        return self._models[digest]
+
+    def _build_model(self, source: ImagePlan) -> Tree | None:
+        assert self.source is not None
+        model = SourceTree()
+        for layer in source.layers:
+            label = f"source layer {layer.index} ({layer.descriptor.digest})"
+            try:
+                with open_uncompressed(self.source.layout, layer.descriptor, layer.diff_id) as stream:
+                    model.apply(stream, label)
+            except (LayoutError, LayerError) as exc:
+                self.report.fault(f"source manifest {source.descriptor.digest}", str(exc))
+                return None
+        return model.tree()
