@@ -16,8 +16,10 @@ from click.testing import CliRunner
 
 from obdlayout.cli.main import cli
 
+from .ext4tree import read_tree
 from .oci_layouts import LayoutBuilder, platform
-from .shared import shared
+from .ocimodel import ROOT, Model, differences
+from .shared import assert_fsck_clean, fixture_layers, shared, write_raw_image
 
 OVERLAYBD_DIGEST = "containerd.io/snapshot/overlaybd/blob-digest"
 OVERLAYBD_SIZE = "containerd.io/snapshot/overlaybd/blob-size"
@@ -355,3 +357,33 @@ def test_platform_filter_and_digest_selection(tmp_path: Path) -> None:
     run(source, out, "-g", digest, code=2)  # a digest selection needs an output tag
     run(source, out, "-g", digest, "-o", "by-digest")
     assert len(load(out, tagged(out, "by-digest")["digest"])["layers"]) == 1
+
+
+def _layout_of_tars(root: Path, tars: list[Path], tag: str) -> Path:
+    builder = LayoutBuilder(root)
+    compressions = ["gzip", "zstd", "none"]
+    layers = [builder.layer_from_tar(tar.read_bytes(), compressions[i % 3]) for i, tar in enumerate(tars)]
+    builder.tag(tag, builder.image(layers, descriptor_extra=platform("linux", "amd64")))
+    return builder.save()
+
+
+@pytest.mark.parametrize("mkfs", [True, False], ids=["mkfs", "baselayer"])
+def test_converted_rules_image_is_fsck_clean_and_holds_the_source_tree(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mkfs: bool
+) -> None:
+    """Every entry kind and layer rule (fixtures.make_layers "rules"), through gzip, zstd and plain layers."""
+    tars = fixture_layers(tmp_path_factory)["rules"]
+    source = _layout_of_tars(tmp_path / "src", tars, "rules")
+    out = tmp_path / "out"
+    options = ["--vsize", "1"] if mkfs else ["--no-mkfs", "--baselayer", str(shared("baselayer", "ext4_64"))]
+    run(source, out, *options)
+    manifest = load(out, tagged(out, "rules")["digest"])
+    blobs = [out / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:") for layer in manifest["layers"]]
+    image = write_raw_image(blobs, tmp_path / "disk.raw")
+    assert_fsck_clean(image)
+    seen = read_tree(image, tmp_path).tree
+    model = Model() if mkfs else Model.from_root_entry(seen.entries[ROOT])
+    for tar in tars:
+        model.apply(tar)
+    diff = differences(model.tree(), seen)
+    assert not diff, "\n".join(diff)
