@@ -182,6 +182,8 @@ class Allocator:
             group = self.geo.group_of_block(start)
             bit = start - self.geo.group_start(group)
             take = min(count, self.geo.blocks_in_group(group) - bit)
+            if take <= 0:
+                raise ValueError(f"block {start} lies past the end of the file system")
             self._take_blocks(group, bit, take)
             start += take
             count -= take

@@ -24,6 +24,7 @@ from .layout import (
     FILE_TYPE_OF_MODE,
     GOOD_OLD_INODE_SIZE,
     INCOMPAT_64BIT,
+    INCOMPAT_EXTENTS,
     INCOMPAT_META_BG,
     INCOMPAT_RECOVER,
     INODE_FLAG_EXTENTS,
@@ -135,6 +136,10 @@ class Filesystem:
         for group in range(groups):
             block, index = divmod(group * size, BLOCK_SIZE)
             descs.append(GroupDesc(device.read(table + block)[index : index + size]))
+        if not incompat & INCOMPAT_EXTENTS:
+            # New files are extent-mapped; like `tune2fs -O extent`, enabling the feature keeps the
+            # old block-mapped files valid (an ext2/ext3 lower becomes an ext4 one).
+            sb.set("s_feature_incompat", incompat | INCOMPAT_EXTENTS)
         return cls(device, sb, descs)
 
     # -- inodes ---------------------------------------------------------------------------------
@@ -449,7 +454,8 @@ class Filesystem:
         self._dir_tree_blocks[directory.ino] = self._map_blocks(inode, [Run(i, b, 1) for i, b in enumerate(blocks)])
         inode.size = len(blocks) * BLOCK_SIZE
         links = 2 + directory.subdirectories()
-        inode.links = 1 if links >= DIR_NLINK_MAX else links
+        # dir_nlink: past the limit the count is 1, meaning "many" (the kernel's ext4_inc_count).
+        inode.links = 1 if links > DIR_NLINK_MAX else links
         directory.blocks = blocks
         directory.dirty = False
 

@@ -99,20 +99,40 @@ def _superblock(blocks: int, groups: int, inodes_per_group: int) -> Superblock:
     return sb
 
 
+def _inodes_per_group(blocks: int, groups: int) -> int:
+    inodes = min(blocks * BLOCK_SIZE // BYTES_PER_INODE, 2**32 - 1)
+    per_group = -(-inodes // groups)
+    per_group = min(BLOCKS_PER_GROUP, -(-per_group // INODES_PER_BLOCK) * INODES_PER_BLOCK)  # whole table blocks
+    if groups * per_group >= 2**32:
+        per_group = (2**32 - 1) // groups // INODES_PER_BLOCK * INODES_PER_BLOCK
+    return per_group
+
+
+def _geometry(block_count: int) -> tuple[int, int, int]:
+    """Blocks, groups and inodes per group. As mke2fs does, a last group too small to hold its own
+    metadata (its superblock backup, and its bitmaps and inode table when it starts a flex group)
+    with room to spare is left out."""
+    blocks = block_count
+    while True:
+        groups = -(-blocks // BLOCKS_PER_GROUP)
+        inodes_per_group = _inodes_per_group(blocks, groups)
+        last = groups - 1
+        last_size = blocks - last * BLOCKS_PER_GROUP
+        overhead = 0
+        if last in (0, 1) or (groups > 2 and last == groups - 1):  # sparse_super2 backups: 1 and the last
+            overhead += 1 + -(-groups * DESC_SIZE_64BIT // BLOCK_SIZE)
+        if last % (1 << LOG_GROUPS_PER_FLEX) == 0:
+            overhead += 2 + inodes_per_group // INODES_PER_BLOCK
+        if groups == 1 or last_size >= overhead + MIN_LAST_GROUP_BLOCKS:
+            return blocks, groups, inodes_per_group
+        blocks = last * BLOCKS_PER_GROUP
+
+
 def mkfs(device: BlockDevice) -> Filesystem:
     """A new, empty file system filling the device (root 0755, lost+found 0700)."""
     if device.block_count * BLOCK_SIZE < MIN_SIZE:
         raise Ext4Error(f"a file system needs at least {MIN_SIZE >> 20} MiB")
-    blocks = device.block_count
-    groups = -(-blocks // BLOCKS_PER_GROUP)
-    if groups > 1 and blocks - (groups - 1) * BLOCKS_PER_GROUP < MIN_LAST_GROUP_BLOCKS:
-        groups -= 1
-        blocks = groups * BLOCKS_PER_GROUP
-    inodes = min(blocks * BLOCK_SIZE // BYTES_PER_INODE, 2**32 - 1)
-    per_group = -(-inodes // groups)
-    inodes_per_group = min(BLOCKS_PER_GROUP, -(-per_group // INODES_PER_BLOCK) * INODES_PER_BLOCK)
-    if groups * inodes_per_group >= 2**32:
-        inodes_per_group = (2**32 - 1) // groups // INODES_PER_BLOCK * INODES_PER_BLOCK
+    blocks, groups, inodes_per_group = _geometry(device.block_count)
     sb = _superblock(blocks, groups, inodes_per_group)
     itable_blocks = inodes_per_group // INODES_PER_BLOCK
     gdt_blocks = -(-groups * DESC_SIZE_64BIT // BLOCK_SIZE)

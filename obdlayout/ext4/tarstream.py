@@ -320,7 +320,8 @@ class TarReader:
         # Regions before `pos` are never needed again: start where the last read stopped (linear overall).
         while self._region < len(regions) and sum(regions[self._region]) <= pos:
             self._region += 1
-        for start, size in regions[self._region :]:
+        for index in range(self._region, len(regions)):
+            start, size = regions[index]
             if start + size <= pos or size == 0:
                 continue
             if start >= end:
