@@ -55,6 +55,9 @@ READ_CHUNK = 1 << 20  # file data is copied from the layer stream in pieces of t
 MAX_LINKS = 65000
 # Old-style device numbers fit one i_block word when major and minor are both below 256.
 _OLD_DEV_LIMIT = 256
+# The new encoding (Linux's new_encode_dev) holds 12 bits of major and 20 of minor.
+MAJOR_LIMIT = 1 << 12
+MINOR_LIMIT = 1 << 20
 
 Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes, offsets never decreasing
 
@@ -320,6 +323,8 @@ class Filesystem:
 
     def mknod(self, parent: int, name: bytes, file_type: int, stamp: Stamp, major: int = 0, minor: int = 0) -> int:
         """A character or block device, FIFO or socket."""
+        if file_type in (S_IFCHR, S_IFBLK) and not (0 <= major < MAJOR_LIMIT and 0 <= minor < MINOR_LIMIT):
+            raise Ext4Error(f"device {major}:{minor} does not fit ext4 (major below {MAJOR_LIMIT}, minor below 2^20)")
         ino, inode = self._new_inode(file_type, stamp)
         if file_type in (S_IFCHR, S_IFBLK):
             if major < _OLD_DEV_LIMIT and minor < _OLD_DEV_LIMIT:

@@ -361,6 +361,7 @@ class Inode(_Fields):
     def new(cls, size: int, mode: int, uid: int, gid: int, seconds: int, nanoseconds: int) -> "Inode":
         """A fresh inode with one link, atime = ctime = mtime, and the extra fields e2fsprogs fills."""
         inode = cls(bytes(size))
+        seconds, nanoseconds = clamp_time(seconds, nanoseconds, size >= GOOD_OLD_INODE_SIZE + EXTRA_ISIZE)
         low = seconds & 0xFFFFFFFF
         cls._HEAD.pack_into(inode.raw, 0, mode, uid & 0xFFFF, 0, low, low, low, 0, gid & 0xFFFF, 1)
         cls._ID_HIGH.pack_into(inode.raw, 0x78, uid >> 16, gid >> 16)
@@ -449,6 +450,7 @@ class Inode(_Fields):
 
     def set_times(self, seconds: int, nanoseconds: int) -> None:
         """atime = ctime = mtime, with the extra fields' epoch bits and nanoseconds where the inode has them."""
+        seconds, nanoseconds = clamp_time(seconds, nanoseconds, self.has_extra(0x90))
         low = seconds & 0xFFFFFFFF
         for name in ("i_atime", "i_ctime", "i_mtime"):
             self.set(name, low)
@@ -464,6 +466,23 @@ class Inode(_Fields):
         if self.has_extra(0x8C):
             return decode_extra_time(low, self.get("i_mtime_extra"))
         return (low - (1 << 32) if low >= 1 << 31 else low), 0
+
+
+# The kernel's range of ext4 times: signed 32-bit seconds, extended by 2 epoch bits when the inode has
+# its extra fields (EXT4_EXTRA_TIMESTAMP_MAX); times outside are clamped, as the kernel clamps them.
+TIME_MIN = -(2**31)
+TIME_MAX_NARROW = 2**31 - 1
+TIME_MAX_EXTRA = 2**34 - 1 - 2**31
+
+
+def clamp_time(seconds: int, nanoseconds: int, extra: bool) -> tuple[int, int]:
+    """(seconds, nanoseconds) inside what an inode can store; nanoseconds are dropped when clamped."""
+    high = TIME_MAX_EXTRA if extra else TIME_MAX_NARROW
+    if seconds < TIME_MIN:
+        return TIME_MIN, 0
+    if seconds > high:
+        return high, 0
+    return seconds, nanoseconds
 
 
 def encode_extra_time(seconds: int, nanoseconds: int) -> int:

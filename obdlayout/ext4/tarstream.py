@@ -7,6 +7,7 @@ Formats: POSIX.1-2001 pax and ustar; GNU tar's "Formats" appendix (L/K long name
 sparse 'S' headers, PAX sparse versions 0.0, 0.1 and 1.0).
 """
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -63,6 +64,7 @@ _EXTENSIONS = (PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK)
 _KNOWN_TYPES = (REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS, GNU_SPARSE)
 _MAX_EXTENSION = 16 << 20  # a PAX or long-name block larger than this is not a header
 XATTR_PREFIX = b"SCHILY.xattr."
+_PAX_TIME = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
 _READ = 1 << 20
 
 
@@ -113,6 +115,9 @@ def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 
 def _pax_time(value: bytes) -> tuple[int, int]:
+    # POSIX: decimal digits, optionally a fraction; nothing else (no exponents, no infinities).
+    if not _PAX_TIME.fullmatch(value):
+        raise TarFormatError(f"PAX time {value[:40]!r} is not a decimal number")
     try:
         exact = Decimal(value.decode("ascii"))
     except (InvalidOperation, UnicodeDecodeError):
@@ -122,10 +127,10 @@ def _pax_time(value: bytes) -> tuple[int, int]:
 
 
 def _pax_int(value: bytes) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise TarFormatError(f"PAX number {value!r} is not an integer") from None
+    """A non-negative decimal (sizes, ids, sparse maps)."""
+    if not value.isdigit():
+        raise TarFormatError(f"PAX number {value[:40]!r} is not a non-negative integer")
+    return int(value)
 
 
 class TarReader:
@@ -242,12 +247,17 @@ class TarReader:
             devminor=parse_number(header_field(block, DEVMINOR)),
         )
         if b"mtime" in pax:
-            entry.mtime, entry.mtime_ns = _pax_time(pax[b"mtime"])
+            try:
+                entry.mtime, entry.mtime_ns = _pax_time(pax[b"mtime"])
+            except TarFormatError as exc:
+                raise TarFormatError(f"entry {entry.name.decode('utf-8', 'backslashreplace')!r}: {exc}") from None
         for key, value in pax.items():
             if key.startswith(XATTR_PREFIX):
                 entry.xattrs[key[len(XATTR_PREFIX) :].decode("utf-8", "surrogateescape")] = value
         # Only regular files (and types we do not know) carry data, as tarfile reads them.
         stored = entry.size
+        if stored < 0 or entry.uid < 0 or entry.gid < 0:
+            raise TarFormatError(f"entry {entry.name!r} has a negative size or owner")
         carries_data = entry.is_regular or kind not in _KNOWN_TYPES
         self._data_left = stored if carries_data else 0
         self._padding = -stored % BLOCK if carries_data else 0
