@@ -23,6 +23,7 @@ containerd and overlaybd-apply do (shared/specs/overlaybd-formats.md §6.4):
 """
 
 import hashlib
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,8 +82,15 @@ def _cstr(raw: bytes) -> bytes:
     return raw.split(b"\0", 1)[0]
 
 
+_PAX_DECIMAL = re.compile(rb"-?[0-9]+(\.[0-9]*)?")
+MAJOR_LIMIT, MINOR_LIMIT = 1 << 12, 1 << 20  # Linux dev_t: 12-bit majors, 20-bit minors
+
+
 def pax_time(text: bytes) -> tuple[int, int]:
-    """A PAX decimal time as (seconds, nanoseconds), both floored."""
+    """A PAX decimal time as (seconds, nanoseconds), both floored. POSIX: digits, an optional
+    fraction, nothing else (no exponent, no infinity)."""
+    if not _PAX_DECIMAL.fullmatch(text):
+        raise ModelError(f"PAX time {text!r} is not a decimal number")
     exact = Fraction(text.decode("ascii"))
     seconds = exact.numerator // exact.denominator
     return seconds, int((exact - seconds) * 1_000_000_000)
@@ -132,6 +140,7 @@ def read_tar(path: Path) -> Iterator[Member]:
     """The members of a layer tar, in order; regular files come with the sha256 of their contents."""
     with path.open("rb") as f:
         stream = _Stream(f)
+        global_pax: dict[bytes, bytes] = {}
         pax: dict[bytes, bytes] = {}
         long_name: bytes | None = None
         long_link: bytes | None = None
@@ -151,10 +160,10 @@ def read_tar(path: Path) -> Iterator[Member]:
                     long_name = _cstr(data)
                 elif kind == b"K":
                     long_link = _cstr(data)
-                else:
-                    raise ModelError("global PAX headers are not modelled")
+                else:  # global: defaults for every later member (POSIX pax "g")
+                    global_pax.update(_pax_records(data))
                 continue
-            yield _member(stream, block, kind, size, pax, long_name, long_link)
+            yield _member(stream, block, kind, size, {**global_pax, **pax}, long_name, long_link)
             pax, long_name, long_link = {}, None, None
 
 
@@ -192,6 +201,8 @@ def _member(
     )
     if b"size" in pax:
         size = int(pax[b"size"])
+    if size < 0:
+        raise ModelError(f"negative size {size}")
     if kind == b"S":
         _old_gnu_sparse(stream, block, size, member)
     elif b"GNU.sparse.major" in pax:
@@ -537,6 +548,8 @@ class Model:
         if m.kind == b"2":
             return Node("symlink", 0o777, m.uid, m.gid, m.mtime, xattrs, len(m.linkname), target=m.linkname)
         if m.kind in (b"3", b"4"):
+            if not (0 <= m.devmajor < MAJOR_LIMIT and 0 <= m.devminor < MINOR_LIMIT):
+                raise ModelError(f"device {m.devmajor}:{m.devminor} does not fit Linux's 12+20 bits")
             kind = "chr" if m.kind == b"3" else "blk"
             return Node(kind, m.mode, m.uid, m.gid, m.mtime, xattrs, rdev=(m.devmajor, m.devminor))
         if m.kind == b"6":
