@@ -4,6 +4,8 @@ Layout: POSIX.1-2001 "pax" / ustar header (IEEE Std 1003.1, tar format); GNU tar
 numbers for values that do not fit the octal fields.
 """
 
+from collections.abc import Iterator
+
 BLOCK = 512
 # Header fields: (offset, length).
 NAME = (0, 100)
@@ -64,6 +66,38 @@ def checksum_ok(block: bytes) -> bool:
         return True
     high = sum(1 for b in block[:BLOCK] if b > 127) - sum(1 for b in chk if b > 127)
     return stored == unsigned - 256 * high
+
+
+def zero_padded_octal(value: int, spec: tuple[int, int]) -> bytes:
+    """A numeric field as Go's archive/tar and GNU tar write it: zero-padded digits, then a NUL."""
+    return b"%0*o\x00" % (spec[1] - 1, value)
+
+
+def pax_record(key: bytes, value: bytes) -> bytes:
+    """A PAX record "LEN key=value\\n" whose length counts its own digits."""
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode("ascii") + body
+
+
+def pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The (key, value) records of a PAX extended header's data; ValueError if one is malformed."""
+    pos = 0
+    while pos < len(data) and data[pos] != 0:
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise ValueError("malformed PAX record length") from None
+        if space < 0 or length <= space - pos or pos + length > len(data):
+            raise ValueError("malformed PAX record")
+        key, sep, value = data[space + 1 : pos + length - 1].partition(b"=")
+        if not sep:
+            raise ValueError("PAX record without '='")
+        yield key, value
+        pos += length
 
 
 def stamp_checksum(block: bytearray) -> bytes:

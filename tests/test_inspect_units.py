@@ -19,8 +19,9 @@ from obdlayout.inspect.image import parse_target
 from obdlayout.inspect.listing import shown
 from obdlayout.inspect.paths import ResolveError, components, resolve
 from obdlayout.inspect.source import SourceTree
-from obdlayout.inspect.tarwriter import Member, PaxTarWriter, pax_record
+from obdlayout.inspect.tarwriter import Member, PaxTarWriter
 from obdlayout.inspect.tree import Node, differences
+from obdlayout.ustar import pax_record
 
 from .test_inspect_support import HELLO_WORLD_TAG, hello_world, run
 

@@ -33,6 +33,7 @@ from ..ustar import (
     checksum_ok,
     cstring,
     parse_number,
+    pax_records,
 )
 from ..ustar import field as header_field
 
@@ -97,21 +98,11 @@ class TarEntry:
         return self.type == DIRECTORY or (self.type == AREGULAR and self.name.endswith(b"/"))
 
 
-def _pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    pos = 0
-    while pos < len(data) and data[pos] != 0:
-        space = data.find(b" ", pos)
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise TarFormatError("malformed PAX record length") from None
-        if space < 0 or length <= space - pos or pos + length > len(data):
-            raise TarFormatError("malformed PAX record")
-        key, sep, value = data[space + 1 : pos + length - 1].partition(b"=")
-        if not sep:
-            raise TarFormatError("PAX record without '='")
-        yield key, value
-        pos += length
+def _pax_records(data: bytes) -> dict[bytes, bytes]:
+    try:
+        return dict(pax_records(data))
+    except ValueError as exc:
+        raise TarFormatError(str(exc)) from None
 
 
 def _pax_time(value: bytes) -> tuple[int, int]:

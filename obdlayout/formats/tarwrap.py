@@ -30,7 +30,10 @@ from ..ustar import (
     cstring,
     field,
     parse_number,
+    pax_record,
+    pax_records,
     stamp_checksum,
+    zero_padded_octal,
 )
 
 PAX_PAYLOAD_OFFSET = 3 * BLOCK  # PAX header, PAX record block, member header
@@ -55,18 +58,9 @@ def _octal(value: int, spec: tuple[int, int]) -> bytes:
     return b"%6o \x00" % value if width == 8 else b"%11o " % value
 
 
-def _pax_record(key: bytes, value: bytes) -> bytes:
-    """A PAX record "<len> key=value\\n" whose length counts its own digits."""
-    body = b" " + key + b"=" + value + b"\n"
-    length = len(body) + 1
-    while len(str(length)) + len(body) != length:
-        length += 1
-    return str(length).encode() + body
-
-
 def wrapper_headers(payload_size: int) -> bytes:
     """The three 512-byte blocks that precede the payload."""
-    record = _pax_record(b"size", str(payload_size).encode())
+    record = pax_record(b"size", str(payload_size).encode())
     pax = bytearray(BLOCK)
     _put(pax, NAME, PAX_NAME)
     _put(pax, SIZE, _octal(len(record), SIZE))
@@ -93,18 +87,13 @@ GO_MEMBER_MODE = 0o444
 GO_END_OF_ARCHIVE = bytes(2 * BLOCK)  # two zero blocks, no padding to a 10 KiB record
 
 
-def _go_octal(value: int, spec: tuple[int, int]) -> bytes:
-    """archive/tar's formatOctal: zero-padded digits, then a NUL."""
-    return b"%0*o\x00" % (spec[1] - 1, value)
-
-
 def go_member_header(size: int) -> bytes:
     """The ustar header archive/tar writes for `overlaybd.commit` of `size` bytes (mode 0444, owner 0:0, mtime 0)."""
     header = bytearray(BLOCK)
     _put(header, NAME, MEMBER_NAME)
     for spec, value in ((MODE, GO_MEMBER_MODE), (UID, 0), (GID, 0), (SIZE, size), (MTIME, 0), (DEVMAJOR, 0),
                         (DEVMINOR, 0)):  # fmt: skip
-        _put(header, spec, _go_octal(value, spec))
+        _put(header, spec, zero_padded_octal(value, spec))
     _put(header, TYPEFLAG, TYPE_FILE)
     _put(header, MAGIC, USTAR_MAGIC)
     _put(header, VERSION, USTAR_VERSION)
@@ -156,18 +145,7 @@ class TarPayload:
 
 
 def _pax_size(data: bytes) -> int:
-    size = 0
-    pos = 0
-    while pos < len(data) and data[pos] != 0:
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        if length <= 0:
-            break
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        if key == b"size":
-            size = int(value)
-        pos += length
-    return size
+    return next((int(value) for key, value in pax_records(data) if key == b"size"), 0)
 
 
 def is_tar_header(block: bytes) -> bool:

@@ -25,7 +25,9 @@ from ..ustar import (
     USTAR_MAGIC,
     USTAR_VERSION,
     VERSION,
+    pax_record,
     stamp_checksum,
+    zero_padded_octal,
 )
 
 PAX_HEADER = b"x"
@@ -48,22 +50,13 @@ class Member:
     xattrs: dict[str, bytes] = field(default_factory=dict)
 
 
-def pax_record(key: bytes, value: bytes) -> bytes:
-    """`LEN key=value\\n`, where LEN counts the whole record, its own digits included."""
-    body = b" " + key + b"=" + value + b"\n"
-    length = len(body) + 1
-    while length != len(body) + len(str(length)):
-        length = len(body) + len(str(length))
-    return str(length).encode("ascii") + body
-
-
 def _fits(value: int, spec: tuple[int, int]) -> bool:
     return 0 <= value < 1 << (3 * (spec[1] - 1))  # octal digits, one byte left for the NUL
 
 
 def _octal(block: bytearray, spec: tuple[int, int], value: int) -> None:
-    width = spec[1] - 1
-    block[spec[0] : spec[0] + spec[1]] = b"%0*o\x00" % (width, value if _fits(value, spec) else 0)
+    # A value that does not fit is carried by the pax header instead.
+    block[spec[0] : spec[0] + spec[1]] = zero_padded_octal(value if _fits(value, spec) else 0, spec)
 
 
 def _text(block: bytearray, spec: tuple[int, int], value: bytes) -> None:
