@@ -175,17 +175,13 @@ class Filesystem:
         self._dirty_inodes.add(ino)
         return ino, inode
 
-    @staticmethod
-    def _apply_stamp(inode: Inode, stamp: Stamp) -> None:
-        inode.uid = stamp.uid
-        inode.gid = stamp.gid
-        inode.set_times(stamp.mtime, stamp.mtime_ns)
-
     def restamp(self, ino: int, stamp: Stamp) -> None:
         """New owner, permissions and times for an existing inode (its file type is kept)."""
         inode = self.touch(ino)
         inode.set("i_mode", inode.file_type | (stamp.mode & 0o7777))
-        self._apply_stamp(inode, stamp)
+        inode.uid = stamp.uid
+        inode.gid = stamp.gid
+        inode.set_times(stamp.mtime, stamp.mtime_ns)
 
     def block_mapping(self, inode: Inode, where: str) -> BlockMapping:
         file_type = inode.file_type
@@ -237,12 +233,7 @@ class Filesystem:
 
     def mkdir(self, parent: int, name: bytes, stamp: Stamp) -> int:
         ino, inode = self._new_inode(S_IFDIR, stamp, directory=True)
-        inode.links = 2
-        inode.flags = INODE_FLAG_EXTENTS
-        directory = Directory(ino, parent, [])
-        directory.dirty = True
-        self._dirs[ino] = directory
-        self._dir_tree_blocks[ino] = []
+        self._new_directory(ino, inode, parent)
         self._add_entry(parent, name, ino, S_IFDIR)
         return ino
 
@@ -250,14 +241,18 @@ class Filesystem:
         """mkfs: the root directory, its own parent."""
         self.alloc.mark_inode_used(ROOT_INO, directory=True)
         inode = Inode.new(self.geo.inode_size, S_IFDIR | stamp.mode, stamp.uid, stamp.gid, stamp.mtime, stamp.mtime_ns)
-        inode.links = 2
-        inode.flags = INODE_FLAG_EXTENTS
         self._inodes[ROOT_INO] = inode
         self._dirty_inodes.add(ROOT_INO)
-        directory = Directory(ROOT_INO, ROOT_INO, [])
+        self._new_directory(ROOT_INO, inode, ROOT_INO)
+
+    def _new_directory(self, ino: int, inode: Inode, parent: int) -> None:
+        """An empty directory; its blocks are laid out by `flush`."""
+        inode.links = 2
+        inode.flags = INODE_FLAG_EXTENTS
+        directory = Directory(ino, parent, [])
         directory.dirty = True
-        self._dirs[ROOT_INO] = directory
-        self._dir_tree_blocks[ROOT_INO] = []
+        self._dirs[ino] = directory
+        self._dir_tree_blocks[ino] = []
 
     def write_file(
         self,
