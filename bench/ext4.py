@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from obdlayout.convert.layer import build_layer
+from obdlayout.convert.native import build_layer
 from obdlayout.formats.commit import BlobOptions
 from obdlayout.formats.zfile_writer import default_jobs
 

@@ -11,8 +11,10 @@ import pytest
 
 from fixtures.make_layers import make_layers
 from obdlayout.formats.blob import open_stack, write_raw
+from obdlayout.formats.commit import BlobOptions, LayerBlobWriter, pack_raw_image
 
 T = TypeVar("T")
+PLAIN_BLOB = BlobOptions(compression=None, tar=False)
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 GOLDEN = SHARED_DATA / "overlaybd-golden"
@@ -83,6 +85,15 @@ def memo(key: object, make: Callable[[], T]) -> T:
 def fixture_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     """The generated layer tars (fixtures.make_layers), written once per session."""
     return memo("fixture-layers", lambda: make_layers(tmp_path_factory.mktemp("layers")))
+
+
+def pack_raw_image_file(image: Path, blob: Path, virtual_size: int) -> Path:
+    """A raw disk image as a plain LSMT layer blob (no ZFile, no tar wrapper), as `blob pack` makes it."""
+    with image.open("rb") as raw, blob.open("w+b") as out:
+        writer = LayerBlobWriter(out, virtual_size=virtual_size, uuid=None, parent_uuid=None, options=PLAIN_BLOB)
+        pack_raw_image(raw, writer)
+        writer.close()
+    return blob
 
 
 def write_raw_image(blobs: list[Path], image: Path) -> Path:

@@ -338,7 +338,7 @@ def test_work_dir_reserve_and_dump_manifest(tmp_path: Path) -> None:
         f"{manifest_digest.removeprefix('sha256:')}.json",
         f"{config_digest.removeprefix('sha256:')}.json",
     }
-    assert len(list((work / "layers").glob("*.blob"))) == 2
+    assert len(list((work / "layers").glob("*/layer.json"))) == 2  # one stored layer per source layer
     run(source, tmp_path / "out2", "-d", work)  # the kept layers are reused: same output
     assert tagged(tmp_path / "out2", "app")["digest"] == manifest_digest
     assert not work.exists()

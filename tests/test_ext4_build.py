@@ -17,9 +17,9 @@ import pytest
 
 from fixtures.make_layers import BadLayer, LayerWriter, make_bad_layers, write_fill_layer
 from obdlayout.atomic import atomic_output
-from obdlayout.convert.layer import build_layer
-from obdlayout.ext4.apply import LayerError
+from obdlayout.convert.native import build_layer
 from obdlayout.formats.commit import BlobOptions
+from obdlayout.layers.errors import LayerError
 
 from .ext4tree import read_tree
 from .ocimodel import Model, ModelError, differences, read_tar
@@ -94,7 +94,7 @@ def test_the_same_layer_gives_the_same_bytes(
 
 _BUILD_SCRIPT = """
 import sys
-from obdlayout.convert.layer import build_layer
+from obdlayout.convert.native import build_layer
 from obdlayout.formats.commit import BlobOptions
 out, tar, *lowers = sys.argv[1:]
 with open(out, "w+b") as sink, open(tar, "rb") as layer:
@@ -198,8 +198,8 @@ BAD_TAR_DEADLINE = 30  # each of these fails within a second when it fails as it
 _CHILD = """
 import gzip, json, multiprocessing, sys
 from obdlayout.atomic import atomic_output
-from obdlayout.convert.layer import build_layer
-from obdlayout.ext4.apply import LayerError
+from obdlayout.convert.native import build_layer
+from obdlayout.layers.errors import LayerError
 from obdlayout.formats.commit import BlobOptions
 path, compressed, target, layer_name, jobs = sys.argv[1:]
 options = BlobOptions(jobs=int(jobs)) if int(jobs) > 1 else BlobOptions(compression=None, tar=False)
@@ -249,7 +249,7 @@ def test_a_bad_tar_fails_with_a_layer_error_naming_layer_and_entry(
     target.parent.mkdir()
     result = build_in_child(bad, target, layer_name, jobs, BAD_TAR_DEADLINE)
     message = str(result["message"])
-    assert result["type"] == "obdlayout.ext4.apply.LayerError", f"{result['type']}: {message}"
+    assert result["type"] == "obdlayout.layers.errors.LayerError", f"{result['type']}: {message}"
     assert layer_name in message
     if bad.entry:
         assert bad.entry in message, message

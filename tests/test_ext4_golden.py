@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from obdlayout.convert.layer import build_layer
+from obdlayout.convert.native import build_layer
 from obdlayout.formats.commit import BlobOptions
 
 from .ext4tree import Ext4Tree, read_tree

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.make_layers import LayerWriter
-from obdlayout.convert.layer import build_layer
-from obdlayout.ext4.apply import LayerError
+from obdlayout.convert.native import build_layer
 from obdlayout.ext4.errors import Ext4Error
 from obdlayout.formats.commit import BlobOptions
+from obdlayout.layers.errors import LayerError
 
 from .ext4tree import read_tree, run_debugfs
 from .shared import assert_fsck_clean, write_raw_image

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from fixtures.make_layers import LayerWriter
-from obdlayout.convert.layer import build_layer
-from obdlayout.ext4.apply import LayerError
+from obdlayout.convert.native import build_layer
 from obdlayout.ext4.errors import Ext4Error
-from obdlayout.formats.commit import BlobOptions, LayerBlobWriter, pack_raw_image
+from obdlayout.formats.commit import BlobOptions
+from obdlayout.layers.errors import LayerError
 
 from .ext4tree import Ext4Tree, MountUnavailable, mounted, read_tree
 from .ocimodel import Model, differences
-from .shared import assert_fsck_clean, fixture_layers, require_tool, write_raw_image
+from .shared import assert_fsck_clean, fixture_layers, pack_raw_image_file, require_tool, write_raw_image
 
 PLAIN = BlobOptions(compression=None, tar=False)
 IMAGE_SIZE = 128 << 20
@@ -36,11 +36,7 @@ def _mke2fs(image: Path, options: list[str], source: Path | None = None) -> Path
 
 
 def _pack(image: Path, blob: Path) -> Path:
-    with image.open("rb") as raw, blob.open("w+b") as out:
-        writer = LayerBlobWriter(out, virtual_size=IMAGE_SIZE, uuid=None, parent_uuid=None, options=PLAIN)
-        pack_raw_image(raw, writer)
-        writer.close()
-    return blob
+    return pack_raw_image_file(image, blob, IMAGE_SIZE)
 
 
 def _upper_layer(path: Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.make_layers import IMAGES
-from obdlayout.convert.layer import build_layer
+from obdlayout.convert.native import build_layer
 from obdlayout.formats.commit import BlobOptions
 
 from .ext4tree import INODE_FLAG_EXTENTS, Ext4Tree, MountUnavailable, mounted, read_mounted, read_tree

@@ -17,10 +17,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from obdlayout.cli.main import cli
-from obdlayout.oci.digest import BlobRef
 from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import OCI_LAYER_TAR, REF_NAME
-from obdlayout.oci.output import OutputOptions, build, publish
+from obdlayout.oci.output import OutputLayer, OutputOptions, build, overlaybd_layer, publish
 from obdlayout.oci.plan import Selection, plan
 from obdlayout.oci.writer import LayoutWriter
 
@@ -77,11 +76,11 @@ def golden_image(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         source = source_layout(base / "src", tars, "golden")
         result = plan(Layout(source), Selection(tags=("golden",)))
         writer = LayoutWriter(base / "out")
-        converted: dict[str, BlobRef] = {}
+        converted: dict[str, OutputLayer] = {}
         for layer, blob in zip(result.images()[0].layers, ["mkfs/layer0", "mkfs/layer1"], strict=True):
             with writer.new_blob() as pending, (golden / blob / "overlaybd.commit").open("rb") as data:
                 shutil.copyfileobj(data, pending.file)
-            converted[layer.chain_id] = pending.ref
+            converted[layer.chain_id] = overlaybd_layer(pending.ref)
         publish(writer, {"golden": build(result.roots[0].node, converted, OutputOptions(oci=True))})
         return source, base / "out"
 

@@ -13,15 +13,15 @@ import pytest
 
 from obdlayout.ext4.layout import Inode
 from obdlayout.ext4.reader import device_numbers
-from obdlayout.ext4.tarstream import DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarReader
 from obdlayout.ext4.xattr import acl_from_disk, acl_to_disk
 from obdlayout.inspect.image import parse_target
 from obdlayout.inspect.listing import shown
-from obdlayout.inspect.paths import ResolveError, components, resolve
 from obdlayout.inspect.source import SourceTree
 from obdlayout.inspect.tarwriter import Member, PaxTarWriter
 from obdlayout.inspect.tree import Node, differences
-from obdlayout.ustar import pax_record
+from obdlayout.layers.paths import ResolveError, components, resolve
+from obdlayout.tar.reader import DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarReader
+from obdlayout.tar.ustar import pax_record
 
 from .test_inspect_support import HELLO_WORLD_TAG, hello_world, run
 
@@ -74,11 +74,12 @@ class _Fake:
     def lookup(self, directory: object, name: bytes) -> object | None:
         return directory.get(name) if isinstance(directory, dict) else None
 
-    def is_directory(self, node: object) -> bool:
-        return isinstance(node, dict)
+    def kind(self, node: object) -> int:
+        return stat.S_IFDIR if isinstance(node, dict) else stat.S_IFLNK if isinstance(node, bytes) else stat.S_IFREG
 
-    def symlink_target(self, node: object) -> bytes | None:
-        return node if isinstance(node, bytes) else None
+    def symlink_target(self, node: object) -> bytes:
+        assert isinstance(node, bytes)
+        return node
 
 
 ROOT: dict[bytes, object] = {

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from obdlayout.convert.layer import build_layer
-from obdlayout.ext4.apply import clean_path
+from obdlayout.convert.native import build_layer
 from obdlayout.formats.blob import Blob
 from obdlayout.formats.commit import BlobOptions
 from obdlayout.formats.tarwrap import PAX_PAYLOAD_OFFSET
 from obdlayout.formats.zfile_layout import HT_SIZE
 from obdlayout.inspect.source import SourceTree
 from obdlayout.inspect.tree import link_groups
+from obdlayout.layers.paths import clean_path
 from obdlayout.oci.digest import digest_bytes
 from obdlayout.oci.mediatypes import OVERLAYBD_BLOB_DIGEST, OVERLAYBD_BLOB_SIZE
 
 from .oci_layouts import Json
-from .shared import shared
+from .shared import fixture_layers, shared
 from .test_inspect_support import (
     HELLO_WORLD_TAG,
     convert,
@@ -32,6 +32,7 @@ from .test_inspect_support import (
     rules_image,
     rules_tars,
     run,
+    source_layout,
 )
 
 Factory = pytest.TempPathFactory
@@ -47,6 +48,21 @@ def test_our_conversion_passes_against_its_source(tmp_path_factory: Factory) -> 
     assert result.exit_code == 0, result.output
     assert "e2fsck clean" in result.stdout and "tree equal to the source's" in result.stdout
     assert result.stdout.rstrip().endswith("all checks passed")
+
+
+@pytest.mark.parametrize("image", ["whiteout-missing-parent", "opaque-readd-dir"])
+def test_the_rules_cases_the_source_model_once_got_wrong_pass(
+    image: str, tmp_path: Path, tmp_path_factory: Factory
+) -> None:
+    """A whiteout below directories that do not exist (the parents are made, as containerd makes them), and
+    an opaque directory whose layer re-adds a subdirectory (what the lowers had below it stays hidden):
+    `verify --against` compares with the same rules the writer follows, so a correct image passes."""
+    tars = fixture_layers(tmp_path_factory)[image]
+    source = source_layout(tmp_path / "src", tars, image)
+    converted = convert(source, image, tmp_path / "out")
+    result = run("verify", f"{converted}:{image}", "--against", str(source))
+    assert result.exit_code == 0, result.output
+    assert "tree equal to the source's" in result.stdout
 
 
 def test_every_tag_is_checked_without_one(tmp_path_factory: Factory) -> None:

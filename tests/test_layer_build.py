@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from obdlayout.convert.layer import build_layer
+from obdlayout.convert.native import build_layer
 from obdlayout.formats.blob import open_stack, write_raw
 from obdlayout.formats.commit import BlobOptions
 

@@ -20,7 +20,7 @@ from obdlayout.oci.mediatypes import (
     OCI_MANIFEST,
     REF_NAME,
 )
-from obdlayout.oci.output import BuiltNode, OutputOptions, build, publish
+from obdlayout.oci.output import BuiltNode, OutputLayer, OutputOptions, build, overlaybd_layer, publish
 from obdlayout.oci.plan import ConversionPlan, ImagePlan, IndexPlan, Selection, plan
 from obdlayout.oci.writer import LayoutWriter
 
@@ -44,10 +44,10 @@ DOCKER_ONLY_CONFIG = {
 }
 
 
-def _fake_converted(result: ConversionPlan) -> dict[str, BlobRef]:
+def _fake_converted(result: ConversionPlan) -> dict[str, OutputLayer]:
     """A made-up overlaybd blob identity for every source layer chain."""
     return {
-        layer.chain_id: ref_of(f"overlaybd {layer.chain_id}".encode())
+        layer.chain_id: overlaybd_layer(ref_of(f"overlaybd {layer.chain_id}".encode()))
         for image in result.images()
         for layer in image.layers
     }
@@ -72,7 +72,7 @@ def _build_amd64(options: OutputOptions) -> tuple[ImagePlan, BuiltNode]:
     assert layer_ref == GOLDEN_LAYER
     image = plan(layout, Selection(tags=("amd64",))).roots[0].node
     assert isinstance(image, ImagePlan)
-    return image, build(image, {image.layers[0].chain_id: layer_ref}, options)
+    return image, build(image, {image.layers[0].chain_id: overlaybd_layer(layer_ref)}, options)
 
 
 def test_hello_world_amd64_matches_the_go_convertor_except_for_the_docker_keys_we_keep() -> None:
@@ -209,7 +209,7 @@ def test_nested_index_descriptor_keeps_platform_and_annotations(tmp_path: Path) 
 
 def test_base_layer_goes_first_with_the_same_annotations() -> None:
     base = BlobRef("sha256:a8b5fca80efae55088290f3da8110d7742de55c2a378d5ab53226a483f390e21", 4739584)
-    _, built = _build_amd64(OutputOptions(oci=True, base_layer=base))
+    _, built = _build_amd64(OutputOptions(oci=True, base_layer=overlaybd_layer(base)))
     config, manifest = _docs(built)
     assert config["rootfs"]["diff_ids"] == [base.digest, GOLDEN_LAYER.digest]
     assert [(layer["digest"], layer["size"]) for layer in manifest["layers"]] == [
@@ -236,12 +236,12 @@ def test_publish_writes_a_readable_layout_with_one_entry_per_tag(tmp_path: Path)
     source = Layout(shared("hello-world"))
     result = plan(source, Selection(tags=("docker-list", "amd64")))
     writer = LayoutWriter(tmp_path / "out")
-    converted: dict[str, BlobRef] = {}
+    converted: dict[str, OutputLayer] = {}
     for image in result.images():
         for layer in image.layers:
             with writer.new_blob() as blob:
                 blob.file.write(f"overlaybd blob of {layer.chain_id}".encode())
-            converted[layer.chain_id] = blob.ref
+            converted[layer.chain_id] = overlaybd_layer(blob.ref)
     options = OutputOptions(oci=True)
     outputs = {
         "docker-list-obd": build(result.roots[0].node, converted, options),

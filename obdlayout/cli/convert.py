@@ -7,18 +7,15 @@ from typing import Any
 
 import click
 
-from ..convert.pipeline import DEFAULT_BASELAYER, ConvertError, ConvertOptions, convert
+from ..convert.native import DEFAULT_BASELAYER
+from ..convert.pipeline import ConvertOptions, convert
 from ..convert.progress import Display, Events
-from ..ext4.apply import LayerError
-from ..ext4.errors import Ext4Error
-from ..formats.errors import FormatError
+from ..errors import ObdlayoutError
 from ..oci.descriptor import Platform
-from ..oci.errors import LayoutError
 from ..oci.layout import Layout
 from ..oci.plan import Selection
+from ..units import GiB
 from .options import blob_options, compression_options
-
-GiB = 1 << 30
 
 # Flags of the Go convertor that have no meaning here, and why (convertor-spec.md §1).
 _REGISTRY = "obdlayout reads and writes local OCI layouts; move images with skopeo (see the README)"
@@ -205,7 +202,7 @@ def convert_command(
         with Display(events, mode):
             report = convert(src, dst, Selection(tuple(tags), tuple(input_digests), platforms), output_tags,
                              options, events)  # fmt: skip
-    except (ConvertError, LayoutError, LayerError, FormatError, Ext4Error) as exc:
+    except ObdlayoutError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}") from None

@@ -12,9 +12,7 @@ from typing import ParamSpec, TypeVar
 import click
 
 from ..atomic import atomic_output
-from ..ext4.apply import LayerError
-from ..ext4.errors import Ext4Error
-from ..formats.errors import FormatError
+from ..errors import ObdlayoutError
 from ..inspect.errors import InspectError
 from ..inspect.extract import ExtractReport, extract_tar
 from ..inspect.extract_dir import extract_dir
@@ -23,12 +21,11 @@ from ..inspect.image import FoundImage, Target, find_images, open_filesystem, op
 from ..inspect.listing import NotAFile
 from ..inspect.listing import cat as cat_file
 from ..inspect.listing import ls as list_files
-from ..inspect.paths import ResolveError
 from ..inspect.summary import ImageSummary, summarize
 from ..inspect.verify import FAULT, Source
 from ..inspect.verify import verify as verify_images
+from ..layers.paths import ResolveError
 from ..oci.descriptor import Platform
-from ..oci.errors import LayoutError
 from ..oci.layout import Layout
 from .formatting import human_size
 
@@ -43,7 +40,7 @@ def _errors_exit(func: Callable[P, R]) -> Callable[P, R]:
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (FormatError, LayoutError, InspectError, Ext4Error, LayerError) as exc:
+        except ObdlayoutError as exc:
             raise click.ClickException(str(exc)) from None
         except BrokenPipeError:
             # The reader went away (`ls -lR | head`): stop quietly, and keep Python from complaining at exit.

@@ -1,27 +1,28 @@
-"""The work directory: finished layer blobs by key, kept until the destination holds them.
+"""The work directory: converted layers by key, kept until the destination holds them.
 
 A convert that is killed leaves its finished layers here, so a rerun skips them. Converts into the
 same destination share the directory: each holds a shared lock on it while it runs, and the last
-one to finish removes it (unless told to keep it). Entries are written under temporary names and
-renamed into place, and a layer is the same bytes whoever makes it, so sharing is safe.
+one to finish removes it (unless told to keep it). A layer is built in a temporary directory and
+renamed into place whole, its record (artefacts.ConvertedLayer) inside it; a layer is the same bytes
+whoever makes it, so when two converts build the same one, the first to finish is kept.
 """
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
-from ..oci.digest import BlobRef, digest_stream
+from .artefacts import ConvertedLayer
 
-BLOB_MODE = 0o644
+BLOB_MODE = 0o644  # layer files become layout blobs by hard link
 LOCK_NAME = "lock"
 LAYERS = "layers"
+RECORD = "layer.json"
 DUMP = "dump"
 
 
@@ -59,40 +60,45 @@ class WorkDir:
         finally:
             os.close(fd)
 
-    def layer_path(self, key: str) -> Path:
-        return self.path / LAYERS / f"{key}.blob"
+    def _layer_dir(self, key: str) -> Path:
+        return self.path / LAYERS / key
 
-    def lookup(self, key: str) -> BlobRef | None:
-        """The finished layer stored under `key`, if any."""
+    def lookup(self, key: str) -> ConvertedLayer | None:
+        """The finished layer stored under `key`, if it is whole."""
+        home = self._layer_dir(key)
         try:
-            record = json.loads((self.path / LAYERS / f"{key}.json").read_text())
-            ref = BlobRef(str(record["digest"]), int(record["size"]))
+            layer = ConvertedLayer.from_record(json.loads((home / RECORD).read_text()), home)
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return ref if self.layer_path(key).is_file() and self.layer_path(key).stat().st_size == ref.size else None
+        for path, ref in layer.blobs:
+            try:
+                if path.stat().st_size != ref.size:
+                    return None
+            except OSError:
+                return None
+        return layer
 
-    @contextmanager
-    def new_layer(self, key: str) -> Iterator[BinaryIO]:
-        """A file to write the layer into; stored under `key` if the block ends without error."""
-        fd, temp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=self.path / LAYERS)
+    def build(self, key: str, make: Callable[[Path], ConvertedLayer]) -> ConvertedLayer:
+        """The layer `make` writes into the empty directory it is given, stored under `key`."""
+        temp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".part", dir=self.path / LAYERS))
         try:
-            with os.fdopen(fd, "w+b") as out:
-                yield out
-                out.flush()
-                out.seek(0)
-                ref = digest_stream(out)
-                os.fchmod(out.fileno(), BLOB_MODE)  # it becomes a layout blob by hard link
-            os.replace(temp, self.layer_path(key))
+            made = make(temp)
+            for path, _ in made.blobs:
+                if path.is_relative_to(temp):
+                    os.chmod(path, BLOB_MODE)
+            (temp / RECORD).write_text(json.dumps(made.record(temp)))
+            try:
+                os.rename(temp, self._layer_dir(key))
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                shutil.rmtree(temp)  # another convert stored it first
         except BaseException:
-            Path(temp).unlink(missing_ok=True)
+            shutil.rmtree(temp, ignore_errors=True)
             raise
-        self._write_record(key, ref)
-
-    def _write_record(self, key: str, ref: BlobRef) -> None:
-        fd, temp = tempfile.mkstemp(prefix=f".{key}.", suffix=".json.part", dir=self.path / LAYERS)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"digest": ref.digest, "size": ref.size}, out)
-        os.replace(temp, self.path / LAYERS / f"{key}.json")
+        stored = self.lookup(key)
+        assert stored is not None, f"layer {key} is not whole in {self.path} right after it was stored"
+        return stored
 
     def dump(self, relative: str, data: bytes) -> Path:
         target = self.path / DUMP / relative

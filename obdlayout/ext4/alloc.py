@@ -8,6 +8,7 @@ layer commits: a block this layer already emitted as file data is never handed o
 import re
 from dataclasses import dataclass
 
+from ..units import GiB, MiB
 from .checksum import group_desc_checksum
 from .device import BlockDevice
 from .errors import NoSpace
@@ -131,12 +132,22 @@ class Allocator:
         self.free_blocks_total = sb.free_blocks_count
         self.free_inodes_total = sb.get("s_free_inodes_count")
 
+    def _full(self, detail: str, needed_blocks: int) -> NoSpace:
+        """The error for a full disk, with a virtual size that would hold the layers."""
+        used = self.geo.block_count - self.free_blocks_total
+        total = (used + needed_blocks) * BLOCK_SIZE
+        gib = -(-total * 5 // 4 // GiB)  # a quarter of headroom, in whole GiB
+        return NoSpace(
+            f"the file system is full ({detail}); convert with a virtual size of at least {gib} GiB "
+            f"(the layers need about {total // MiB} MiB)"
+        )
+
     # -- blocks ---------------------------------------------------------------------------------
 
     def alloc_blocks(self, count: int) -> list[tuple[int, int]]:
         """`count` blocks as (start, length) runs, first-fit from the goal, wrapping around once."""
         if count > self.free_blocks_total:
-            raise NoSpace(f"needs {count} more blocks, {self.free_blocks_total} are free", count)
+            raise self._full(f"needs {count} more blocks, {self.free_blocks_total} are free", count)
         runs: list[tuple[int, int]] = []
         remaining = count
         geo = self.geo
@@ -169,7 +180,7 @@ class Allocator:
                 last_start, last_len = runs[-1]
                 self._block_goal = last_start + last_len
                 return runs
-        raise NoSpace(f"needs {count} blocks but the free ones are in use this layer", count)
+        raise self._full(f"needs {count} blocks but the free ones are in use this layer", count)
 
     def free_blocks(self, start: int, count: int) -> None:
         """Release at commit (see the module docstring)."""
@@ -249,7 +260,7 @@ class Allocator:
             self._dirty_descs.add(group)
             self._inode_goal_group = group
             return group * geo.inodes_per_group + bit + 1
-        raise NoSpace("no free inodes are left", 0)
+        raise self._full("no free inodes are left", 0)
 
     def mark_inode_used(self, ino: int, directory: bool) -> None:
         """For mkfs: the reserved inodes, root and lost+found."""

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from ..formats.lsmt_writer import LsmtWriter
+from .errors import CorruptFilesystem
 from .layout import BLOCK_SIZE
 
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
@@ -28,11 +29,6 @@ class BlockDevice:
         self._lower = lower
         self._dirty: dict[int, bytearray] = {}
         self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self.data_bytes = 0
-
-    @property
-    def fresh(self) -> bool:
-        return self._lower is None
 
     def read(self, block: int) -> bytes | bytearray:
         """A block's current contents (do not modify: use `modify`)."""
@@ -63,24 +59,19 @@ class BlockDevice:
         if tail:
             data = bytes(data) + bytes(tail)
         out.write_data(block * BLOCK_SIZE, data)
-        self.data_bytes += len(data)
 
-    def commit(self) -> int:
-        """Emit every changed metadata block in block order; returns how many were emitted."""
+    def commit(self) -> None:
+        """Emit every changed metadata block in block order."""
         out = self._writable()
-        emitted = 0
         for block in sorted(self._dirty):
             data = self._dirty[block]
             if data == _ZERO_BLOCK:
                 # A fresh disk reads zeros already; over lower layers a zeroed range masks them.
                 if self._lower is not None:
                     out.write_zeroed(block * BLOCK_SIZE, BLOCK_SIZE)
-                    emitted += 1
                 continue
             out.write_data(block * BLOCK_SIZE, data)
-            emitted += 1
         self._dirty.clear()
-        return emitted
 
     def _writable(self) -> LsmtWriter:
         if self._out is None:
@@ -89,7 +80,7 @@ class BlockDevice:
 
     def _read_lower(self, block: int) -> bytes:
         if not 0 <= block < self.block_count:
-            raise ValueError(f"block {block} lies outside the {self.block_count}-block disk")
+            raise CorruptFilesystem(f"block {block} lies outside the {self.block_count}-block disk")
         if self._lower is None:
             return _ZERO_BLOCK
         cached = self._cache.get(block)

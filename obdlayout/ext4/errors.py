@@ -1,7 +1,9 @@
-"""Errors of the ext4 writer."""
+"""Errors of the ext4 writer and reader. They name no place: the caller knows the layer and entry."""
+
+from ..layers.errors import TreeError
 
 
-class Ext4Error(Exception):
+class Ext4Error(TreeError):
     """The file system cannot be read or changed as asked."""
 
 
@@ -14,8 +16,4 @@ class CorruptFilesystem(Ext4Error):
 
 
 class NoSpace(Ext4Error):
-    """The virtual disk is full."""
-
-    def __init__(self, message: str, needed_blocks: int) -> None:
-        super().__init__(message)
-        self.needed_blocks = needed_blocks
+    """The virtual disk is full; the message says how large a disk would hold the layers."""

@@ -6,9 +6,9 @@ Nothing here reads the clock or a random source: the same operations give the sa
 """
 
 import struct
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
+from ..layers.tree import FileContent, Stamp
 from .alloc import Allocator, Geometry
 from .device import BlockDevice
 from .dirs import Directory
@@ -49,28 +49,15 @@ from .layout import (
     Inode,
     Superblock,
 )
+from .placement import COPY_DATA, DataPlacement
 from .xattr import XattrError, block_refcount, layout, make_attrs
 
-READ_CHUNK = 1 << 20  # file data is copied from the layer stream in pieces of this size
 MAX_LINKS = 65000
 # Old-style device numbers fit one i_block word when major and minor are both below 256.
 _OLD_DEV_LIMIT = 256
 # The new encoding (Linux's new_encode_dev) holds 12 bits of major and 20 of minor.
 MAJOR_LIMIT = 1 << 12
 MINOR_LIMIT = 1 << 20
-
-Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes, offsets never decreasing
-
-
-@dataclass(frozen=True)
-class Stamp:
-    """Owner, permission bits and modification time that an entry gets."""
-
-    mode: int  # permission bits incl. setuid/setgid/sticky
-    uid: int
-    gid: int
-    mtime: int  # seconds since the epoch
-    mtime_ns: int = 0
 
 
 def _check_name(name: bytes) -> None:
@@ -79,8 +66,14 @@ def _check_name(name: bytes) -> None:
 
 
 class Filesystem:
-    def __init__(self, device: BlockDevice, sb: Superblock, descs: list[GroupDesc]) -> None:
+    """An ext4 file system as a layers.tree.FileTree: nodes are inode numbers. `placement` decides where
+    regular files' data goes (placement.py)."""
+
+    def __init__(
+        self, device: BlockDevice, sb: Superblock, descs: list[GroupDesc], placement: DataPlacement = COPY_DATA
+    ) -> None:
         self.device = device
+        self.placement = placement
         self.sb = sb
         geo = Geometry(
             block_count=sb.blocks_count,
@@ -102,7 +95,7 @@ class Filesystem:
         self.warnings: list[str] = []
 
     @classmethod
-    def open(cls, device: BlockDevice) -> "Filesystem":
+    def open(cls, device: BlockDevice, placement: DataPlacement = COPY_DATA) -> "Filesystem":
         """The file system the device's lower layers hold; refuses features it could not keep consistent."""
         sb = Superblock(device.read(0)[SUPERBLOCK_OFFSET : SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE])
         if sb.get("s_magic") != EXT4_MAGIC:
@@ -143,7 +136,7 @@ class Filesystem:
             # New files are extent-mapped; like `tune2fs -O extent`, enabling the feature keeps the
             # old block-mapped files valid (an ext2/ext3 lower becomes an ext4 one).
             sb.set("s_feature_incompat", incompat | INCOMPAT_EXTENTS)
-        return cls(device, sb, descs)
+        return cls(device, sb, descs, placement)
 
     # -- inodes ---------------------------------------------------------------------------------
 
@@ -175,7 +168,14 @@ class Filesystem:
         self._dirty_inodes.add(ino)
         return ino, inode
 
-    def restamp(self, ino: int, stamp: Stamp) -> None:
+    @property
+    def root(self) -> int:
+        return ROOT_INO
+
+    def kind(self, ino: int) -> int:
+        return self.inode(ino).file_type
+
+    def set_metadata(self, ino: int, stamp: Stamp) -> None:
         """New owner, permissions and times for an existing inode (its file type is kept)."""
         inode = self.touch(ino)
         inode.set("i_mode", inode.file_type | (stamp.mode & 0o7777))
@@ -254,40 +254,19 @@ class Filesystem:
         self._dirs[ino] = directory
         self._dir_tree_blocks[ino] = []
 
-    def write_file(
-        self,
-        parent: int,
-        name: bytes,
-        stamp: Stamp,
-        size: int,
-        read: Reader,
-        data_ranges: list[tuple[int, int]] | None = None,
-    ) -> int:
-        """A regular file of `size` bytes whose data `read(offset, length)` yields.
-
-        `data_ranges` (byte offset, length), for sparse files, limits the blocks that hold data;
-        the blocks outside them stay holes and are never read.
-        """
+    def create_file(self, parent: int, name: bytes, stamp: Stamp, content: FileContent) -> int:
+        """A regular file; blocks are allocated where it has data (a sparse file's holes stay holes, never
+        read), and the placement strategy fills them."""
         ino, inode = self._new_inode(S_IFREG, stamp)
-        spans = _block_spans(size, data_ranges)
         runs: list[Run] = []
-        for first, count in spans:
+        for first, count in _block_spans(content.size, content.regions):
             logical = first
             for start, length in self.alloc.alloc_blocks(count):
                 runs.append(Run(logical, start, length))
                 logical += length
-        end_of_data = size
-        for run in runs:
-            for done in range(0, run.length, READ_CHUNK // BLOCK_SIZE):
-                blocks = min(READ_CHUNK // BLOCK_SIZE, run.length - done)
-                offset = (run.logical + done) * BLOCK_SIZE
-                want = min(blocks * BLOCK_SIZE, end_of_data - offset)
-                data = read(offset, want)
-                if len(data) != want:
-                    raise Ext4Error(f"file data ended after {offset + len(data)} of {size} bytes")
-                self.device.write_data(run.physical + done, data)
+        self.placement.place(self.device, runs, content)
         self._map_blocks(inode, runs)
-        inode.size = size
+        inode.size = content.size
         self._add_entry(parent, name, ino, S_IFREG)
         return ino
 

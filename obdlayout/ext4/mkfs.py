@@ -12,10 +12,12 @@ huge_file flex_bg extent extra_isize. Deliberate differences from photon's mkfs:
 No clock and no random source: the UUID and hash seed are zero, as photon's mkfs leaves them.
 """
 
+from ..layers.tree import Stamp
+from ..units import MiB
 from .alloc import has_super
 from .device import BlockDevice
 from .errors import Ext4Error
-from .fs import Filesystem, Stamp
+from .fs import Filesystem
 from .layout import (
     BLOCK_SIZE,
     COMPAT_DIR_INDEX,
@@ -55,7 +57,7 @@ LOG_GROUPS_PER_FLEX = 4
 INODES_PER_BLOCK = BLOCK_SIZE // INODE_SIZE
 # mke2fs drops a last group too small to be worth its overhead.
 MIN_LAST_GROUP_BLOCKS = 256
-MIN_SIZE = 8 << 20
+MIN_SIZE = 8 * MiB
 # photon's mkfs: lost+found made, then expanded twice.
 LOST_FOUND_BLOCKS = 3
 ROOT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
@@ -131,7 +133,7 @@ def _geometry(block_count: int) -> tuple[int, int, int]:
 def mkfs(device: BlockDevice) -> Filesystem:
     """A new, empty file system filling the device (root 0755, lost+found 0700)."""
     if device.block_count * BLOCK_SIZE < MIN_SIZE:
-        raise Ext4Error(f"a file system needs at least {MIN_SIZE >> 20} MiB")
+        raise Ext4Error(f"a file system needs at least {MIN_SIZE // MiB} MiB")
     blocks, groups, inodes_per_group = _geometry(device.block_count)
     sb = _superblock(blocks, groups, inodes_per_group)
     itable_blocks = inodes_per_group // INODES_PER_BLOCK

@@ -10,6 +10,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..units import STREAM_CHUNK
 from .device import BlockDevice, LowerRead
 from .dirs import Directory
 from .errors import CorruptFilesystem
@@ -30,6 +31,7 @@ from .layout import (
     Inode,
     Superblock,
 )
+from .placement import COPY_DATA, DataPlacement
 
 # The writer's tables of xattr name indexes and ACL forms (xattr.py), read here in the other direction.
 from .xattr import (
@@ -42,16 +44,17 @@ from .xattr import (
     value_from_disk,
 )
 
-READ_CHUNK = 1 << 20  # file data is handed out in pieces of at most this size
-_ZEROS = bytes(READ_CHUNK)
+_ZEROS = bytes(STREAM_CHUNK)
 _EROFS_MAGIC = 0xE0F5E1E2  # at byte 1024 of an erofs image, like ext4's superblock
 
 
 class ImageFilesystem(Filesystem):
     """An ext4 file system opened for reading only: nothing read is cached beyond the device's blocks."""
 
-    def __init__(self, device: BlockDevice, sb: Superblock, descs: list[GroupDesc]) -> None:
-        super().__init__(device, sb, descs)
+    def __init__(
+        self, device: BlockDevice, sb: Superblock, descs: list[GroupDesc], placement: DataPlacement = COPY_DATA
+    ) -> None:
+        super().__init__(device, sb, descs, placement)
         # Reading file data block by block through the device's cache would evict the metadata;
         # `open_image` points this at the disk itself.
         self.read_disk: LowerRead = self._read_through_device
@@ -76,7 +79,7 @@ class ImageFilesystem(Filesystem):
         return {name: child for name, (child, _) in self.directory(ino).entries.items()}
 
     def iter_data(self, inode: Inode, where: str) -> Iterator[bytes]:
-        """A regular file's bytes, in order, in pieces of at most READ_CHUNK; holes read as zeros."""
+        """A regular file's bytes, in order, in pieces of at most STREAM_CHUNK; holes read as zeros."""
         size = inode.size
         # Unwritten (preallocated) extents read as zeros, like holes.
         runs = sorted(run for run in self.block_mapping(inode, where).runs if not run.unwritten)
@@ -90,8 +93,8 @@ class ImageFilesystem(Filesystem):
                 raise CorruptFilesystem(f"{where}: data extent at block {run.physical} lies outside the disk")
             yield from _zeros(start - pos)
             disk = run.physical * BLOCK_SIZE - run.logical * BLOCK_SIZE
-            for offset in range(start, end, READ_CHUNK):
-                yield self.read_disk(disk + offset, min(READ_CHUNK, end - offset))
+            for offset in range(start, end, STREAM_CHUNK):
+                yield self.read_disk(disk + offset, min(STREAM_CHUNK, end - offset))
             pos = end
         yield from _zeros(size - pos)
 
@@ -228,6 +231,6 @@ def _parse_entries(area: bytes, first: int, found: dict[str, bytes], where: str)
 
 def _zeros(count: int) -> Iterator[bytes]:
     while count > 0:
-        take = min(count, READ_CHUNK)
+        take = min(count, STREAM_CHUNK)
         yield _ZEROS[:take]
         count -= take

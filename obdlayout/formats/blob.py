@@ -6,6 +6,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
+from ..tar.ustar import TarFormatError
+from ..units import STREAM_CHUNK
 from . import lsmt_layout as lsmt
 from .errors import FormatError
 from .lsmt_reader import LsmtLayer
@@ -21,8 +23,7 @@ WRAP_TAR_PAX = "tar+pax"
 KIND_COMMITTED = "committed"  # overlaybd-commit output (header sealed bit set)
 KIND_SEALED = "sealed"  # overlaybd-commit --seal output (RW header kept)
 KIND_WARP = "turbo-oci-warp"  # TurboOCI fs meta
-_COPY_CHUNK = 1 << 20
-_ZERO_CHUNK = bytes(_COPY_CHUNK)
+_ZERO_CHUNK = bytes(STREAM_CHUNK)
 
 
 class Blob:
@@ -45,8 +46,8 @@ class Blob:
         head = whole.pread(0, PAX_PAYLOAD_OFFSET)
         try:
             wrapper = parse_wrapper(head)
-        except ValueError as exc:
-            raise FormatError(self.path, str(exc)) from None
+        except TarFormatError as exc:
+            raise FormatError(self.path, exc.problem) from None
         payload: ByteSource = whole
         self.wrapping = WRAP_NONE
         if wrapper is not None:
@@ -116,8 +117,8 @@ class Blob:
         if self.zfile is not None:
             yield from self.zfile.iter_blocks()
             return
-        for offset in range(0, self.payload.size, _COPY_CHUNK):
-            yield self.payload.pread(offset, _COPY_CHUNK)
+        for offset in range(0, self.payload.size, STREAM_CHUNK):
+            yield self.payload.pread(offset, STREAM_CHUNK)
 
     def verify(self) -> None:
         """Every check beyond those made on opening: all block CRCs and sizes, and the ZFile trailer."""
@@ -181,8 +182,8 @@ def write_raw(disk: LsmtStack, out: BinaryIO) -> int:
         if seg.layer == ZEROED:
             continue
         layer = disk.layers[seg.layer]
-        for pos in range(seg.start, seg.end, _COPY_CHUNK):
-            take = min(_COPY_CHUNK, seg.end - pos)
+        for pos in range(seg.start, seg.end, STREAM_CHUNK):
+            take = min(STREAM_CHUNK, seg.end - pos)
             chunk = layer.read_data(seg.moffset + pos - seg.start, take)
             if chunk != _ZERO_CHUNK[:take]:
                 os.pwrite(fd, chunk, pos)

@@ -8,13 +8,14 @@ import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..units import STREAM_CHUNK
 from .lsmt_writer import LsmtSummary, LsmtWriter
 from .tarwrap import TarWrapperWriter
 from .zfile_layout import DEFAULT_BLOCK_SIZE, Algorithm
 from .zfile_writer import ZFileSummary, ZFileWriter
 
 PACK_BLOCK = 4096  # granularity at which all-zero data is left out of a packed image
-_PACK_READ = 1 << 20
+_PACK_READ = STREAM_CHUNK
 _ZERO_BLOCK = bytes(PACK_BLOCK)
 
 
@@ -24,6 +25,9 @@ class BlobOptions:
     block_size: int = DEFAULT_BLOCK_SIZE
     tar: bool = True
     jobs: int = 1
+
+
+DEFAULT_BLOB = BlobOptions()
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class LayerBlobWriter:
         virtual_size: int,
         uuid: str | None,
         parent_uuid: str | None,
-        options: BlobOptions = BlobOptions(),
+        options: BlobOptions = DEFAULT_BLOB,
         user_tag: bytes = b"",
         ordered: bool = True,
     ) -> None:

@@ -1,10 +1,7 @@
 """The one error type of the formats package: a fault in a named blob."""
 
+from ..errors import ObdlayoutError
 
-class FormatError(Exception):
+
+class FormatError(ObdlayoutError):
     """A blob breaks a rule of its format; `where` names the file (and member) at fault."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where}: {problem}")
-        self.where = where
-        self.problem = problem

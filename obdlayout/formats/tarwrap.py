@@ -8,7 +8,7 @@ form and the plain one-member ustar form (Go archive/tar, payload at 512).
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..ustar import (
+from ..tar.ustar import (
     BLOCK,
     CHKSUM,
     DEVMAJOR,
@@ -26,6 +26,7 @@ from ..ustar import (
     USTAR_MAGIC,
     USTAR_VERSION,
     VERSION,
+    TarFormatError,
     checksum_ok,
     cstring,
     field,
@@ -35,6 +36,7 @@ from ..ustar import (
     stamp_checksum,
     zero_padded_octal,
 )
+from ..units import STREAM_CHUNK
 
 PAX_PAYLOAD_OFFSET = 3 * BLOCK  # PAX header, PAX record block, member header
 PLAIN_PAYLOAD_OFFSET = BLOCK
@@ -108,7 +110,7 @@ def write_go_wrapped(source: BinaryIO, size: int, out: BinaryIO) -> None:
     out.write(go_member_header(size))
     remaining = size
     while remaining:
-        chunk = source.read(min(remaining, 1 << 20))
+        chunk = source.read(min(remaining, STREAM_CHUNK))
         if not chunk:
             raise ValueError(f"the file ended {remaining} bytes early")
         out.write(chunk)
@@ -161,7 +163,7 @@ def is_tar_header(block: bytes) -> bool:
 def parse_wrapper(head: bytes) -> TarPayload | None:
     """Where the payload lies, given the first 1536 bytes of a blob; None if it is not tar-wrapped.
 
-    Raises ValueError for a tar header whose extension records cannot be parsed.
+    Raises TarFormatError for a tar header whose fields or extension records cannot be parsed.
     """
     if not is_tar_header(head):
         return None
@@ -173,14 +175,14 @@ def parse_wrapper(head: bytes) -> TarPayload | None:
             member=_name(head),
         )
     if len(head) < PAX_PAYLOAD_OFFSET:
-        raise ValueError("tar wrapper is cut short inside its headers")
+        raise TarFormatError("tar wrapper is cut short inside its headers")
     try:
         pax_size = _pax_size(head[BLOCK : 2 * BLOCK])
-    except ValueError:
-        raise ValueError("tar wrapper's PAX record is malformed") from None
+    except (ValueError, TarFormatError):
+        raise TarFormatError("tar wrapper's PAX record is malformed") from None
     member = head[2 * BLOCK : 3 * BLOCK]
     if not is_tar_header(member):
-        raise ValueError("tar wrapper's member header after the PAX record is not valid ustar")
+        raise TarFormatError("tar wrapper's member header after the PAX record is not valid ustar")
     size = pax_size or parse_number(field(member, SIZE))
     return TarPayload(PAX_PAYLOAD_OFFSET, size, pax=True, member=_name(member))
 

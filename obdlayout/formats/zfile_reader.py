@@ -5,6 +5,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from itertools import accumulate
 
+from ..units import MiB
 from .crc import BLOCK_CRC_SEED, raw_crc32c
 from .errors import FormatError
 from .source import ByteSource
@@ -26,7 +27,7 @@ from .zfile_layout import (
 
 _MAX_READER_BLOCK = 65536  # §3.5: reads fail past 64 KiB blocks
 _CACHE_BLOCKS = 64  # decompressed blocks kept for neighbouring small reads
-_SEQUENTIAL_READ = 1 << 20  # compressed bytes fetched at once when streaming
+_SEQUENTIAL_READ = MiB  # compressed bytes fetched at once when streaming
 
 
 def is_zfile(head: bytes) -> bool:

@@ -10,6 +10,7 @@ from array import array
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..units import MiB
 from .crc import raw_crc32c
 from .zfile_layout import (
     BLOCK_SIZES,
@@ -27,7 +28,7 @@ from .zfile_pool import CompressorPool, compress_into, output_capacity
 
 # Work is handed out about 1 MiB of input at a time: large enough to amortise the hand-off,
 # small enough to keep memory bounded (two batches per worker).
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = MiB
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..ext4.reader import Entry, ImageFilesystem, device_numbers
-from ..ext4.tarstream import BLOCKDEV, CHAR, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK
+from ..tar.reader import BLOCKDEV, CHAR, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK
 from .tarwriter import Member, PaxTarWriter
 from .tree import display
 

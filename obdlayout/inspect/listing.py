@@ -1,4 +1,4 @@
-"""`ls` and `cat` inside an image: paths resolved in the image's own root (paths.py), never on the host."""
+"""`ls` and `cat` inside an image: paths resolved in the image's own root (layers/paths.py), never on the host."""
 
 import stat
 from collections.abc import Iterator
@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 from ..ext4.layout import ROOT_INO, Inode
 from ..ext4.reader import ImageFilesystem, device_numbers
-from .paths import components, resolve
+from ..layers.paths import components, resolve
 from .tree import kind_name
 
 
 class ImageOps:
-    """An ext4 image seen through paths.PathOps: nodes are inode numbers."""
+    """An ext4 image seen through layers.paths.PathOps: nodes are inode numbers."""
 
     def __init__(self, fs: ImageFilesystem) -> None:
         self.fs = fs
@@ -19,11 +19,11 @@ class ImageOps:
     def lookup(self, directory: int, name: bytes) -> int | None:
         return self.fs.entries(directory).get(name)
 
-    def is_directory(self, node: int) -> bool:
-        return self.fs.inode(node).file_type == stat.S_IFDIR
+    def kind(self, node: int) -> int:
+        return self.fs.inode(node).file_type
 
-    def symlink_target(self, node: int) -> bytes | None:
-        return self.fs.symlink_target(node) if self.fs.inode(node).file_type == stat.S_IFLNK else None
+    def symlink_target(self, node: int) -> bytes:
+        return self.fs.symlink_target(node)
 
 
 class NotAFile(Exception):
@@ -31,7 +31,7 @@ class NotAFile(Exception):
 
 
 def lookup(fs: ImageFilesystem, path: bytes, follow_last: bool = True) -> int:
-    """The inode at `path` (absolute or relative to the root alike); paths.ResolveError if there is none."""
+    """The inode at `path` (absolute or relative to the root alike); layers.paths.ResolveError if there is none."""
     return resolve(ImageOps(fs), ROOT_INO, components(path), follow_last=follow_last)
 
 

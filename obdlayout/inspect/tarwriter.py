@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ..ustar import (
+from ..tar.ustar import (
     BLOCK,
     DEVMAJOR,
     DEVMINOR,
@@ -38,7 +38,7 @@ _END = bytes(2 * BLOCK)
 @dataclass
 class Member:
     name: bytes  # a directory's ends in "/"
-    type: bytes  # a ustar typeflag (ext4/tarstream.py names them)
+    type: bytes  # a ustar typeflag (tar/reader.py names them)
     mode: int
     uid: int
     gid: int

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ext4.apply import LayerError
 from ..ext4.errors import Ext4Error
 from ..ext4.reader import open_image
 from ..formats.blob import Blob, BlobInfo
 from ..formats.errors import FormatError
+from ..layers.errors import LayerError
 from ..oci.descriptor import Descriptor
 from ..oci.errors import LayoutError
 from ..oci.layers import open_uncompressed

@@ -5,10 +5,13 @@ algorithm every OCI implementation must have, and the only one the overlaybd too
 """
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from ..units import STREAM_CHUNK
 
 ALGORITHM = "sha256"
 PREFIX = ALGORITHM + ":"
@@ -16,7 +19,6 @@ PREFIX = ALGORITHM + ":"
 _SHA256 = re.compile(r"sha256:[a-f0-9]{64}")
 # descriptor.md digest grammar: algorithm ":" encoded.
 _ANY_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-CHUNK = 1 << 20
 # convertor-spec.md §2.3 chainIDtoUUID: the first 32 hex digits, grouped 8-4-4-4-12.
 _UUID_GROUPS = (8, 4, 4, 4, 12)
 
@@ -55,13 +57,19 @@ def ref_of(data: bytes) -> BlobRef:
 
 
 def digest_stream(stream: BinaryIO) -> BlobRef:
-    """Digest and size of everything left in `stream`, read in 1 MiB chunks."""
+    """Digest and size of everything left in `stream`."""
     hasher = hashlib.sha256()
     size = 0
-    while chunk := stream.read(CHUNK):
+    while chunk := stream.read(STREAM_CHUNK):
         hasher.update(chunk)
         size += len(chunk)
     return BlobRef(PREFIX + hasher.hexdigest(), size)
+
+
+def digest_file(path: str | os.PathLike[str]) -> BlobRef:
+    """Digest and size of a file."""
+    with open(path, "rb") as stream:
+        return digest_stream(stream)
 
 
 def diff_id(uncompressed_tar: BinaryIO) -> str:

@@ -19,8 +19,9 @@ from typing import Any, BinaryIO, cast
 import zstandard
 from isal import igzip, isal_zlib
 
+from ..units import STREAM_CHUNK
 from .descriptor import Descriptor
-from .digest import CHUNK, PREFIX
+from .digest import PREFIX
 from .errors import LayoutError
 from .layout import Layout
 from .mediatypes import Compression
@@ -112,7 +113,7 @@ class _ReadAhead(io.RawIOBase):
     def _pump(self) -> None:
         try:
             while not self._stop.is_set():
-                data = self._inner.read(CHUNK)
+                data = self._inner.read(STREAM_CHUNK)
                 self._put(data)
                 if not data:
                     return
@@ -164,7 +165,7 @@ def open_uncompressed(
     """The layer's tar, uncompressed; LayoutError on a bad blob digest or size, bad compressed data, or (if
     `diff_id` is given) a DiffID that is not the config's. `progress` is told the uncompressed bytes so far."""
     with layout.open_blob(layer) as blob:
-        raw = io.BufferedReader(blob, CHUNK)
+        raw = io.BufferedReader(blob, STREAM_CHUNK)
         compression = sniff(raw.peek(SNIFF_BYTES)[:SNIFF_BYTES])
         inner: Any = raw
         if compression is Compression.GZIP:
@@ -175,11 +176,11 @@ def open_uncompressed(
         tar = _DiffIdReader(inner, str(blob.path), compression, diff_id, progress)
         ahead = _ReadAhead(tar)
         try:
-            stream = io.BufferedReader(ahead, CHUNK)
+            stream = io.BufferedReader(ahead, STREAM_CHUNK)
             yield stream
-            while stream.read(CHUNK):  # the DiffID covers the whole tar, the digest the whole blob
+            while stream.read(STREAM_CHUNK):  # the DiffID covers the whole tar, the digest the whole blob
                 pass
         finally:
             ahead.close()
-        while raw.read(CHUNK):
+        while raw.read(STREAM_CHUNK):
             pass

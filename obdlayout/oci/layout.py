@@ -7,24 +7,25 @@ last byte goes by, so nothing unverified is ever handed on as complete.
 import hashlib
 import io
 import os
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..units import STREAM_CHUNK, MiB
 from . import gojson
 from .descriptor import Descriptor
-from .digest import ALGORITHM, CHUNK, PREFIX, BlobRef, encoded
+from .digest import ALGORITHM, PREFIX, BlobRef, encoded
 from .documents import Index, Manifest
 from .errors import LayoutError
-from .mediatypes import INDEX_TYPES, LAYOUT_VERSION, OCI_INDEX, REF_NAME
+from .mediatypes import LAYOUT_VERSION, OCI_INDEX, REF_NAME
+from .walk import IndexWalker
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 BLOBS_DIR = "blobs"
 # Manifests, indexes and configs are read whole. Registries need only accept manifests up to 4 MiB
 # (distribution-spec); configs with long histories are larger, so allow a generous multiple of that.
-JSON_BLOB_LIMIT = 16 << 20
+JSON_BLOB_LIMIT = 16 * MiB
 
 
 class BlobReader(io.RawIOBase):
@@ -82,7 +83,7 @@ class BlobReader(io.RawIOBase):
 
     def drain(self) -> None:
         """Read what is left, so that the size and digest are checked even if the consumer stopped early."""
-        while self.read(CHUNK):
+        while self.read(STREAM_CHUNK):
             pass
 
     def close(self) -> None:
@@ -173,13 +174,10 @@ class Layout:
         raise LayoutError(self.index_path, f"{digest} is neither an entry nor inside any index it names")
 
     def walk(self) -> Iterator[Descriptor]:
-        """Every descriptor reachable from index.json through indexes (not into manifests), breadth first."""
-        queue = deque(self.index.manifests)
-        while queue:
-            descriptor = queue.popleft()
-            yield descriptor
-            if descriptor.media_type in INDEX_TYPES:
-                queue.extend(self.read_index(descriptor).manifests)
+        """Every descriptor reachable from index.json through indexes (not into manifests), each digest once,
+        nearest first."""
+        walker = IndexWalker(self.read_index, skip_attestations=False)
+        return (visit.descriptor for visit in walker.walk(self.index.manifests, breadth_first=True))
 
     def blob_path(self, digest: str) -> Path:
         return blob_path(self.root, digest)

@@ -19,10 +19,12 @@ from .errors import LayoutError
 from .mediatypes import (
     ARTIFACT_TYPE_OVERLAYBD,
     DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
     DOCKER_LAYER_TAR,
     DOCKER_MANIFEST,
     OCI_CONFIG,
     OCI_INDEX,
+    OCI_LAYER_GZIP,
     OCI_LAYER_TAR,
     OCI_MANIFEST,
     OVERLAYBD_BLOB_DIGEST,
@@ -40,19 +42,31 @@ class OutputTypes:
 
     manifest: str
     config: str
-    layer: str
+    layer: str  # an uncompressed layer (overlaybd blobs, baselayers)
+    layer_gzip: str  # a gzip-compressed layer (TurboOCI archives)
     index: str | None  # None: an index keeps its source media type
 
 
-OCI_TYPES = OutputTypes(OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_TAR, OCI_INDEX)
-DOCKER_TYPES = OutputTypes(DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_TAR, None)
+OCI_TYPES = OutputTypes(OCI_MANIFEST, OCI_CONFIG, OCI_LAYER_TAR, OCI_LAYER_GZIP, OCI_INDEX)
+DOCKER_TYPES = OutputTypes(DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER_TAR, DOCKER_LAYER_GZIP, None)
+
+
+@dataclass(frozen=True)
+class OutputLayer:
+    """A converted layer as the output image names it; the engine that made it says what goes here."""
+
+    ref: BlobRef
+    gzip: bool  # the blob is a gzip-compressed tar (else an uncompressed one): picks the media type (§3.1)
+    annotations: dict[str, str]
+    diff_id: str  # its rootfs.diff_ids entry in the config (§3.4)
 
 
 @dataclass(frozen=True)
 class OutputOptions:
     oci: bool = False  # --oci: OCI media types; otherwise Docker ones
     referrer: bool = False  # --referrer: subject and artifactType on every manifest and index; forces --oci
-    base_layer: BlobRef | None = None  # --mkfs=false: the tar-wrapped baselayer, put below every image (§2.4)
+    artifact_type: str = ARTIFACT_TYPE_OVERLAYBD  # of what the engine makes, written with --referrer
+    base_layer: OutputLayer | None = None  # --mkfs=false: the baselayer, put below every image (§2.4)
 
     @property
     def types(self) -> OutputTypes:
@@ -66,56 +80,69 @@ class BuiltNode:
     layers: tuple[BlobRef, ...]  # the layer blobs it names, which must already be in the destination
 
 
-def overlaybd_layer(ref: BlobRef, media_type: str) -> Descriptor:
-    """An overlaybd layer's descriptor: the blob, uncompressed, and the three annotations (§3.3)."""
-    return Descriptor.of(
-        media_type,
-        ref,
-        {
-            OVERLAYBD_BLOB_DIGEST: ref.digest,
-            OVERLAYBD_BLOB_SIZE: str(ref.size),
-            OVERLAYBD_VERSION: OVERLAYBD_VERSION_VALUE,
-        },
-    )
+def overlaybd_layer(ref: BlobRef) -> OutputLayer:
+    """An overlaybd layer (or baselayer): the blob, uncompressed, so its DiffID is its digest, and the three
+    annotations (§3.3, §3.4)."""
+    annotations = {
+        OVERLAYBD_BLOB_DIGEST: ref.digest,
+        OVERLAYBD_BLOB_SIZE: str(ref.size),
+        OVERLAYBD_VERSION: OVERLAYBD_VERSION_VALUE,
+    }
+    return OutputLayer(ref, gzip=False, annotations=annotations, diff_id=ref.digest)
 
 
-def build(node: Node, converted: Mapping[str, BlobRef], options: OutputOptions) -> BuiltNode:
-    """The output for a planned tree; `converted` maps each source layer's chain ID to its overlaybd blob."""
-    if isinstance(node, ImagePlan):
-        return build_image(node, _layer_blobs(node, converted, options), options)
-    return build_index(node, [build(child, converted, options) for child in node.children], options)
+def build(node: Node, converted: Mapping[str, OutputLayer], options: OutputOptions) -> BuiltNode:
+    """The output for a planned tree; `converted` maps each source layer's chain ID to its converted layer.
+    A node the plan shares among several indexes is built once (the plan is a DAG, oci/walk.py)."""
+    built: dict[int, BuiltNode] = {}
+
+    def output(current: Node) -> BuiltNode:
+        known = built.get(id(current))
+        if known is None:
+            if isinstance(current, ImagePlan):
+                known = build_image(current, _layers(current, converted, options), options)
+            else:
+                known = build_index(current, [output(child) for child in current.children], options)
+            built[id(current)] = known
+        return known
+
+    return output(node)
 
 
-def _layer_blobs(image: ImagePlan, converted: Mapping[str, BlobRef], options: OutputOptions) -> list[BlobRef]:
-    blobs = [] if options.base_layer is None else [options.base_layer]
+def _layers(image: ImagePlan, converted: Mapping[str, OutputLayer], options: OutputOptions) -> list[OutputLayer]:
+    layers = [] if options.base_layer is None else [options.base_layer]
     for layer in image.layers:
         if layer.chain_id not in converted:
             raise KeyError(f"manifest {image.descriptor.digest}, layer {layer.index}: no converted blob given")
-        blobs.append(converted[layer.chain_id])
-    return blobs
+        layers.append(converted[layer.chain_id])
+    return layers
 
 
-def build_config(image: ImagePlan, layers: Sequence[BlobRef]) -> dict[str, Any]:
-    """The source config with rootfs.diff_ids naming the new layers: an overlaybd blob is an uncompressed
-    layer, so its DiffID is its digest (§3.4). Nothing else changes, `history` included."""
+def build_config(image: ImagePlan, layers: Sequence[OutputLayer]) -> dict[str, Any]:
+    """The source config with rootfs.diff_ids naming the new layers (§3.4). Nothing else changes, `history`
+    included."""
     config = copy.deepcopy(image.config)
-    config["rootfs"] = {**config["rootfs"], "diff_ids": [ref.digest for ref in layers]}
+    config["rootfs"] = {**config["rootfs"], "diff_ids": [layer.diff_id for layer in layers]}
     return config
 
 
-def build_image(image: ImagePlan, layers: Sequence[BlobRef], options: OutputOptions) -> BuiltNode:
-    """`layers`: every layer blob of the output image, bottom first (the baselayer, if any, included)."""
+def build_image(image: ImagePlan, layers: Sequence[OutputLayer], options: OutputOptions) -> BuiltNode:
+    """`layers`: every layer of the output image, bottom first (the baselayer, if any, included)."""
     types = options.types
     config = gojson.marshal(build_config(image, layers), gojson.IMAGE)
     manifest = copy.deepcopy(image.manifest.fields)
     manifest["mediaType"] = types.manifest
     manifest["config"] = Descriptor.of(types.config, ref_of(config)).to_json()
-    manifest["layers"] = [overlaybd_layer(ref, types.layer).to_json() for ref in layers]
+    manifest["layers"] = [
+        Descriptor.of(types.layer_gzip if layer.gzip else types.layer, layer.ref, layer.annotations).to_json()
+        for layer in layers
+    ]
     if options.referrer:
-        manifest["artifactType"] = ARTIFACT_TYPE_OVERLAYBD
+        manifest["artifactType"] = options.artifact_type
         manifest["subject"] = image.descriptor.content()
     data = gojson.marshal(manifest, gojson.MANIFEST)
-    return BuiltNode(image.descriptor.with_content(types.manifest, ref_of(data)), (config, data), tuple(layers))
+    refs = tuple(layer.ref for layer in layers)
+    return BuiltNode(image.descriptor.with_content(types.manifest, ref_of(data)), (config, data), refs)
 
 
 def build_index(node: IndexPlan, children: Sequence[BuiltNode], options: OutputOptions) -> BuiltNode:
@@ -126,14 +153,13 @@ def build_index(node: IndexPlan, children: Sequence[BuiltNode], options: OutputO
     if options.types.index is not None:
         index["mediaType"] = options.types.index
     if options.referrer:
-        index["artifactType"] = ARTIFACT_TYPE_OVERLAYBD
+        index["artifactType"] = options.artifact_type
         index["subject"] = node.descriptor.content()
     data = gojson.marshal(index, gojson.INDEX)
-    return BuiltNode(
-        node.descriptor.with_content(media_type, ref_of(data)),
-        (*(blob for child in children for blob in child.blobs), data),
-        tuple(ref for child in children for ref in child.layers),
-    )
+    # Children may share documents and layers: each is written once, before anything that names it.
+    blobs = dict.fromkeys(blob for child in children for blob in child.blobs)
+    layers = dict.fromkeys(ref for child in children for ref in child.layers)
+    return BuiltNode(node.descriptor.with_content(media_type, ref_of(data)), (*blobs, data), tuple(layers))
 
 
 def publish(writer: LayoutWriter, outputs: Mapping[str, BuiltNode]) -> None:

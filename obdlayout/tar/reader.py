@@ -8,12 +8,14 @@ sparse 'S' headers, PAX sparse versions 0.0, 0.1 and 1.0).
 """
 
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
-from ..ustar import (
+from ..units import STREAM_CHUNK, MiB
+from .ustar import (
     BLOCK,
     DEVMAJOR,
     DEVMINOR,
@@ -30,12 +32,13 @@ from ..ustar import (
     USTAR_MAGIC,
     USTAR_VERSION,
     VERSION,
+    TarFormatError,
     checksum_ok,
     cstring,
     parse_number,
     pax_records,
 )
-from ..ustar import field as header_field
+from .ustar import field as header_field
 
 # Old GNU sparse header: 4 (offset, numbytes) pairs, the "extended" flag and the real size.
 GNU_SPARSE_MAP = 386
@@ -63,14 +66,9 @@ GNU_LONGLINK = b"K"
 GNU_SPARSE = b"S"
 _EXTENSIONS = (PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK)
 _KNOWN_TYPES = (REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS, GNU_SPARSE)
-_MAX_EXTENSION = 16 << 20  # a PAX or long-name block larger than this is not a header
+_MAX_EXTENSION = 16 * MiB  # a PAX or long-name block larger than this is not a header
 XATTR_PREFIX = b"SCHILY.xattr."
 _PAX_TIME = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
-_READ = 1 << 20
-
-
-class TarFormatError(ValueError):
-    """The stream is not a well-formed tar (or ends early)."""
 
 
 @dataclass
@@ -88,6 +86,9 @@ class TarEntry:
     devminor: int
     xattrs: dict[str, bytes] = field(default_factory=dict)
     sparse: list[tuple[int, int]] | None = None  # data regions (offset, length) of a sparse file
+    # Where the entry's stored data starts in the stream: a regular file's bytes (for a sparse file, its
+    # data regions back to back) lie at [data_offset, data_offset + stored bytes) of the uncompressed tar.
+    data_offset: int = 0
 
     @property
     def is_regular(self) -> bool:
@@ -96,13 +97,6 @@ class TarEntry:
     @property
     def is_directory(self) -> bool:
         return self.type == DIRECTORY or (self.type == AREGULAR and self.name.endswith(b"/"))
-
-
-def _pax_records(data: bytes) -> dict[bytes, bytes]:
-    try:
-        return dict(pax_records(data))
-    except ValueError as exc:
-        raise TarFormatError(str(exc)) from None
 
 
 def _pax_time(value: bytes) -> tuple[int, int]:
@@ -124,6 +118,11 @@ def _pax_int(value: bytes) -> int:
     return int(value)
 
 
+# What a decompressing stream raises for bad input (Python's gzip: BadGzipFile, EOFError, zlib.error).
+# Our own layer streams raise a LayoutError naming the blob instead, which passes through.
+_STREAM_ERRORS = (OSError, EOFError, zlib.error)
+
+
 class TarReader:
     """Iterate entries; read each regular file's data with `read_at` before moving on."""
 
@@ -137,10 +136,21 @@ class TarReader:
         self._region = 0  # first sparse region not yet wholly read
         self._entry: TarEntry | None = None
 
+    def _read(self, size: int) -> bytes:
+        try:
+            return self._stream.read(size)
+        except _STREAM_ERRORS as exc:
+            raise TarFormatError(f"the stream cannot be read at byte {self._offset}: {exc}") from None
+
+    def drain(self) -> None:
+        """Read the stream to its end (past the end-of-archive blocks), so that its trailer is checked."""
+        while self._read(STREAM_CHUNK):
+            pass
+
     def _read_exact(self, size: int) -> bytes:
-        data = self._stream.read(size)
+        data = self._read(size)
         while len(data) < size:
-            more = self._stream.read(size - len(data))
+            more = self._read(size - len(data))
             if not more:
                 raise TarFormatError(f"the stream ends inside the archive at byte {self._offset + len(data)}")
             data += more
@@ -149,7 +159,7 @@ class TarReader:
 
     def _skip(self, size: int) -> None:
         while size:
-            size -= len(self._read_exact(min(size, _READ)))
+            size -= len(self._read_exact(min(size, STREAM_CHUNK)))
 
     def __iter__(self) -> Iterator[TarEntry]:
         while True:
@@ -166,9 +176,9 @@ class TarReader:
 
     def _block(self) -> bytes | None:
         """The next header block; None at a clean end of archive."""
-        data = self._stream.read(BLOCK)
+        data = self._read(BLOCK)
         while 0 < len(data) < BLOCK:
-            more = self._stream.read(BLOCK - len(data))
+            more = self._read(BLOCK - len(data))
             if not more:
                 break
             data += more
@@ -198,9 +208,9 @@ class TarReader:
                 data = self._read_exact(size)
                 self._skip(-size % BLOCK)
                 if kind == PAX_LOCAL:
-                    pax.update(_pax_records(data))
+                    pax.update(pax_records(data))
                 elif kind == PAX_GLOBAL:
-                    self._global.update(_pax_records(data))
+                    self._global.update(pax_records(data))
                     pax.update(self._global)
                 elif kind == GNU_LONGNAME:
                     long_name = cstring(data)
@@ -260,6 +270,7 @@ class TarReader:
         elif any(key.startswith(b"GNU.sparse.") for key in pax):
             entry.sparse, entry.size = self._pax_sparse(pax, stored)
             entry.name = pax.get(b"GNU.sparse.name", entry.name)
+        entry.data_offset = self._offset  # past old GNU sparse extension blocks and a PAX 1.0 map
         return entry
 
     def _old_gnu_sparse(self, block: bytes) -> tuple[list[tuple[int, int]], int]:

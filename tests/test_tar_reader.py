@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from obdlayout.ext4.tarstream import TarFormatError, TarReader
-from obdlayout.ustar import parse_number
+from fixtures.make_layers import LayerWriter
+from obdlayout.layers.tree import FileContent
+from obdlayout.tar.reader import TarReader
+from obdlayout.tar.ustar import TarFormatError, parse_number
 
 
 def _entries_via_tarfile(data: bytes) -> list[tuple[object, ...]]:
@@ -121,3 +123,45 @@ def test_damaged_archives_raise_format_errors() -> None:
     data[600] ^= 0xFF  # inside the second header block
     with pytest.raises(TarFormatError, match="checksum"):
         _entries_via_reader(bytes(data))
+
+
+# -- where each file's bytes lie in the stream (TurboOCI maps file data there) ----------------------------
+
+
+def _check_data_offsets(data: bytes) -> int:
+    """Every stored piece of every regular file, cut from the raw stream at the offset the reader gives,
+    equals the file's logical bytes there; returns how many files were checked."""
+    reader = TarReader(io.BytesIO(data))
+    checked = 0
+    for entry in reader:
+        if not entry.is_regular:
+            continue
+        content = FileContent(entry.size, entry.sparse, reader.read_at, entry.data_offset)
+        logical = reader.read_at(0, entry.size)
+        ranges = content.stored_ranges()
+        assert sum(length for _, length, _ in ranges) == (
+            entry.size if entry.sparse is None else sum(length for _, length in entry.sparse)
+        )
+        for offset, length, at in ranges:
+            assert at % 512 == 0 or entry.sparse is not None, "plain file data starts on a tar block"
+            assert data[at : at + length] == logical[offset : offset + length], (entry.name, offset)
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_data_offsets_point_at_each_files_bytes(fmt: int) -> None:
+    assert _check_data_offsets(_sample(fmt)) >= 3  # the long name, the non-UTF-8 name, the big ids
+
+
+@pytest.mark.parametrize("kind", ["old-gnu", "pax-1.0"])
+def test_data_offsets_of_sparse_files_cover_each_region(kind: str, tmp_path: Path) -> None:
+    writer = LayerWriter(tmp_path / "sparse.tar")
+    regions = [(i * 20_000, 1000 + 512 * (i % 3)) for i in range(30)]  # 30 regions: extension blocks too
+    writer.add("before", data=b"b" * 700)
+    if kind == "old-gnu":
+        writer.old_gnu_sparse(b"holes", 700_000, regions, seed=3)
+    else:
+        writer.pax_sparse_1_0(b"holes", 700_000, regions, seed=3)
+    writer.add("after", data=b"a" * 1300)
+    assert _check_data_offsets(writer.close().read_bytes()) == 3

@@ -1,10 +1,12 @@
-"""The POSIX ustar header block, shared by the blob tar wrapper and the layer tar reader.
+"""The POSIX ustar header block, shared by the blob tar wrapper, the layer tar reader and `extract --tar`.
 
 Layout: POSIX.1-2001 "pax" / ustar header (IEEE Std 1003.1, tar format); GNU tar's base-256
 numbers for values that do not fit the octal fields.
 """
 
 from collections.abc import Iterator
+
+from ..errors import ObdlayoutError
 
 BLOCK = 512
 # Header fields: (offset, length).
@@ -32,6 +34,13 @@ _BASE256_POSITIVE = 0x80
 _BASE256_NEGATIVE = 0xFF
 
 
+class TarFormatError(ObdlayoutError):
+    """The bytes are not a well-formed tar (or end early); the caller names the stream."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("", problem)
+
+
 def field(block: bytes | bytearray, spec: tuple[int, int]) -> bytes:
     return bytes(block[spec[0] : spec[0] + spec[1]])
 
@@ -41,7 +50,7 @@ def cstring(raw: bytes) -> bytes:
 
 
 def parse_number(raw: bytes) -> int:
-    """An octal field, or GNU base-256 (first byte 0x80, or 0xff for negative). ValueError if neither."""
+    """An octal field, or GNU base-256 (first byte 0x80, or 0xff for negative). TarFormatError if neither."""
     if raw and raw[0] in (_BASE256_POSITIVE, _BASE256_NEGATIVE):
         value = int.from_bytes(raw[1:], "big")
         return value - (1 << (8 * len(raw) - 8)) if raw[0] == _BASE256_NEGATIVE else value
@@ -51,14 +60,14 @@ def parse_number(raw: bytes) -> int:
     try:
         return int(text, 8)
     except ValueError:
-        raise ValueError(f"tar header field {raw!r} is not a number") from None
+        raise TarFormatError(f"tar header field {raw!r} is not a number") from None
 
 
 def checksum_ok(block: bytes) -> bool:
     """The stored checksum matches the unsigned or the (historic) signed byte sum."""
     try:
         stored = parse_number(field(block, CHKSUM))
-    except ValueError:
+    except TarFormatError:
         return False
     chk = field(block, CHKSUM)
     unsigned = sum(block[:BLOCK]) - sum(chk) + _CHKSUM_BLANKS
@@ -83,19 +92,19 @@ def pax_record(key: bytes, value: bytes) -> bytes:
 
 
 def pax_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The (key, value) records of a PAX extended header's data; ValueError if one is malformed."""
+    """The (key, value) records of a PAX extended header's data; TarFormatError if one is malformed."""
     pos = 0
     while pos < len(data) and data[pos] != 0:
         space = data.find(b" ", pos)
         try:
             length = int(data[pos:space])
         except ValueError:
-            raise ValueError("malformed PAX record length") from None
+            raise TarFormatError("malformed PAX record length") from None
         if space < 0 or length <= space - pos or pos + length > len(data):
-            raise ValueError("malformed PAX record")
+            raise TarFormatError("malformed PAX record")
         key, sep, value = data[space + 1 : pos + length - 1].partition(b"=")
         if not sep:
-            raise ValueError("PAX record without '='")
+            raise TarFormatError("PAX record without '='")
         yield key, value
         pos += length
 

@@ -1,13 +1,17 @@
-"""Paths resolved inside an image's own root, as a process chrooted there would see them.
+"""Entry names and paths, resolved inside an image's own root as a process chrooted there would see them.
 
 Symlinks are followed inside the image: an absolute target starts again at the image's root, and ".."
-never climbs above it (the kernel's path walk under chroot, and what applying a layer does, ext4/apply.py).
-Nothing here touches the host's file system. The same walk serves the ext4 image (ls, cat) and the
-in-memory source model (source.py), through `PathOps`.
+never climbs above it (the kernel's path walk under chroot; containerd and overlaybd-apply resolve the
+parents of layer entries the same way). Nothing here touches the host's file system. The same walk serves
+applying a layer (rules.py, creating missing parents), the in-memory source tree and the read side (ls,
+cat), through `PathOps`.
 """
 
+import stat
 from collections.abc import Callable
 from typing import Protocol, TypeVar
+
+from .errors import EntryError
 
 MAX_SYMLINK_HOPS = 40  # as the kernel's path walk
 
@@ -15,19 +19,46 @@ N = TypeVar("N")
 
 
 class PathOps(Protocol[N]):
+    """A file system seen by the path walk; nodes are whatever it uses as handles (inode numbers, objects)."""
+
     def lookup(self, directory: N, name: bytes) -> N | None:
         """The entry `name` of a directory, or None."""
         ...
 
-    def is_directory(self, node: N) -> bool: ...
+    def kind(self, node: N) -> int:
+        """The node's file type, as stat.S_IFMT bits (stat.S_IFDIR, stat.S_IFLNK, …)."""
+        ...
 
-    def symlink_target(self, node: N) -> bytes | None:
-        """The target if `node` is a symlink, else None."""
+    def symlink_target(self, node: N) -> bytes:
+        """A symlink's target (only asked of symlinks)."""
         ...
 
 
-class ResolveError(Exception):
+class ResolveError(EntryError):
     """A path does not lead to anything in the image; the message says where it stopped and why."""
+
+
+class NotADirectory(ResolveError):
+    """Something that is not a directory stands where the path needs one."""
+
+
+class SymlinkLoop(ResolveError):
+    """More symlinks than the kernel follows in one walk."""
+
+
+def clean_path(name: bytes) -> list[bytes]:
+    """A tar entry name as its parts, Plan 9 style (as containerd and overlaybd-apply clean them): empty and
+    "." parts dropped, ".." resolved without climbing above the root."""
+    parts: list[bytes] = []
+    for part in name.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return parts
 
 
 def components(path: bytes) -> list[bytes]:
@@ -51,7 +82,6 @@ def resolve(
     hops = 0
     while todo:
         name = todo.pop()
-        last = not todo
         if name == b".":
             continue
         if name == b"..":
@@ -59,19 +89,19 @@ def resolve(
                 trail.pop()
             continue
         here = trail[-1]
-        if not ops.is_directory(here):
-            raise ResolveError(f"{_shown(walked)} is not a directory")
+        if ops.kind(here) != stat.S_IFDIR:
+            raise NotADirectory(f"{_shown(walked)} is not a directory")
         walked.append(name)
         child = ops.lookup(here, name)
         if child is None:
             if mkdir is None:
                 raise ResolveError(f"{_shown(walked)} does not exist")
             child = mkdir(here, name)
-        target = ops.symlink_target(child)
-        if target is not None and not (last and not follow_last):
+        if ops.kind(child) == stat.S_IFLNK and (todo or follow_last):
             hops += 1
             if hops > MAX_SYMLINK_HOPS:
-                raise ResolveError(f"{_shown(walked)}: too many levels of symbolic links")
+                raise SymlinkLoop(f"{_shown(walked)}: too many levels of symbolic links")
+            target = ops.symlink_target(child)
             if target.startswith(b"/"):
                 trail = [root]
             todo.extend(reversed(components(target)))
