@@ -15,7 +15,8 @@ from obdlayout.oci.mediatypes import (
     REFERENCE_TYPE,
     Compression,
 )
-from obdlayout.oci.plan import ConversionPlan, ImagePlan, IndexPlan, Selection, is_attestation, plan
+from obdlayout.oci.plan import ConversionPlan, ImagePlan, IndexPlan, Selection, plan
+from obdlayout.oci.walk import is_attestation
 
 from .oci_layouts import LayoutBuilder, platform
 from .shared import shared

@@ -1,7 +1,7 @@
 """Which images a layout's tags name, and the merged file system of one of them, opened for reading.
 
 A tag names a manifest or an index; indexes are walked down to their manifests (nested ones too), BuildKit
-attestation manifests left out as the convertor leaves them out (oci/plan.py). Layer blobs are read in place
+attestation manifests left out as the convertor leaves them out (oci/walk.py). Layer blobs are read in place
 from blobs/sha256; their digests are not checked here (that takes reading each blob whole: `verify` does it),
 but every ZFile block read is checked against its CRC.
 """
@@ -21,7 +21,7 @@ from ..oci.documents import Manifest
 from ..oci.errors import LayoutError
 from ..oci.layout import LAYOUT_FILE, Layout
 from ..oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OVERLAYBD_ANNOTATION_PREFIX
-from ..oci.plan import is_attestation
+from ..oci.walk import IndexWalker
 from .errors import InspectError
 
 
@@ -66,24 +66,23 @@ def find_images(layout: Layout, tag: str, on_error: Callable[[LayoutError], None
     """Every image the tag names, in index order. A bad index or manifest is raised, or, given `on_error`,
     handed to it and skipped (so that `verify` can go on to report every fault)."""
     found: list[FoundImage] = []
-    pending: list[tuple[Descriptor, tuple[str, ...]]] = []
     try:
-        pending.append((layout.resolve_tag(tag), ()))
+        root = layout.resolve_tag(tag)
     except LayoutError as exc:
         if on_error is None:
             raise
         on_error(exc)
-    while pending:
-        descriptor, parents = pending.pop()
+        return found
+    for visit in IndexWalker(layout.read_index).walk([root], on_error=on_error):
+        descriptor = visit.descriptor
         try:
-            if descriptor.media_type in INDEX_TYPES:
-                children = [c for c in layout.read_index(descriptor).manifests if not is_attestation(c)]
-                pending.extend((child, (*parents, descriptor.digest)) for child in reversed(children))
-            elif descriptor.media_type in MANIFEST_TYPES:
+            if descriptor.media_type in MANIFEST_TYPES:
                 manifest = layout.read_manifest(descriptor)
                 platform = image_platform(layout, descriptor, manifest, strict=on_error is None)
+                parents = tuple(parent.digest for parent in visit.parents)
                 found.append(FoundImage(tag, descriptor, manifest, platform, parents))
-            elif not parents:  # an index may hold other artifacts; they are no images
+            elif not visit.parents and descriptor.media_type not in INDEX_TYPES:
+                # An index may hold other artifacts (they are no images); a tag must name an image.
                 raise LayoutError(layout.index_path, f"tag {tag!r} names a {descriptor.media_type!r}, not an image")
         except LayoutError as exc:
             if on_error is None:

@@ -11,6 +11,7 @@ Every problem that would make the conversion fail later (an encrypted or unknown
 a config whose diff_ids do not match the layers, a layer that is already overlaybd) fails here instead.
 """
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,6 @@ from .documents import Index, Manifest
 from .errors import LayoutError
 from .layout import Layout
 from .mediatypes import (
-    ATTESTATION_MANIFEST,
     CONFIG_TYPES,
     DOCKER_SCHEMA1_MANIFESTS,
     INDEX_TYPES,
@@ -30,10 +30,10 @@ from .mediatypes import (
     MANIFEST_TYPES,
     NON_DISTRIBUTABLE_LAYERS,
     OVERLAYBD_ANNOTATION_PREFIX,
-    REFERENCE_TYPE,
     Compression,
     is_encrypted,
 )
+from .walk import IndexWalker
 
 
 @dataclass(frozen=True)
@@ -99,16 +99,18 @@ class ConversionPlan:
 
 
 def iter_images(node: Node) -> Iterator[ImagePlan]:
-    if isinstance(node, ImagePlan):
-        yield node
-        return
-    for child in node.children:
-        yield from iter_images(child)
-
-
-def is_attestation(descriptor: Descriptor) -> bool:
-    """The Go convertor's test: the annotation alone; an unknown/unknown platform without it does not count (§6)."""
-    return descriptor.annotations.get(REFERENCE_TYPE) == ATTESTATION_MANIFEST
+    """Every image below `node`, depth first in index order; a node several indexes share comes once."""
+    stack = [node]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ImagePlan):
+            yield current
+        else:
+            stack.extend(reversed(current.children))
 
 
 def plan(layout: Layout, selection: Selection) -> ConversionPlan:
@@ -131,10 +133,21 @@ class _Planner:
     layout: Layout
     platforms: Sequence[Platform]
     warnings: list[str] = field(default_factory=list)
+    # Planned nodes by descriptor: an index may name the same child many times, and several indexes
+    # may share one; each is planned once and the plan is a DAG (walk.py says why).
+    _planned: dict[str, Node | None] = field(default_factory=dict)
+    _label: str = ""  # of the root being planned, for warnings
+
+    def __post_init__(self) -> None:
+        self.walker = IndexWalker(self.layout.read_index, on_skip=self._dropped)
+
+    def _dropped(self, index: Descriptor, entry: Descriptor) -> None:
+        self.warnings.append(f"{self._label}: dropped attestation manifest {entry.digest} of {index.digest}")
 
     def root(self, label: str, descriptor: Descriptor) -> Node:
         first_warning = len(self.warnings)
-        node = self._node(label, descriptor, top=True)
+        self._label = label
+        node = self._node(label, descriptor, top=True, depth=0)
         if node is None:
             dropped = "; ".join(self.warnings[first_warning:])
             wanted = " or ".join(str(p) for p in self.platforms)
@@ -148,11 +161,17 @@ class _Planner:
     def _where(self, descriptor: Descriptor) -> str:
         return str(self.layout.blob_path(descriptor.digest))
 
-    def _node(self, label: str, descriptor: Descriptor, top: bool) -> Node | None:
+    def _node(self, label: str, descriptor: Descriptor, top: bool, depth: int) -> Node | None:
         """The plan for a descriptor, or None when it is filtered out or dropped (never at the top)."""
+        key = json.dumps(descriptor.to_json(), sort_keys=True)
+        if key not in self._planned:
+            self._planned[key] = self._plan_node(label, descriptor, top, depth)
+        return self._planned[key]
+
+    def _plan_node(self, label: str, descriptor: Descriptor, top: bool, depth: int) -> Node | None:
         media_type = descriptor.media_type
         if media_type in INDEX_TYPES:
-            return self._index(label, descriptor)
+            return self._index(label, descriptor, depth)
         if media_type in MANIFEST_TYPES:
             return self._image(label, descriptor, top)
         if media_type in DOCKER_SCHEMA1_MANIFESTS:
@@ -164,17 +183,13 @@ class _Planner:
             return None
         raise LayoutError(self._where(descriptor), f"{label}: {descriptor.digest}: {problem}")
 
-    def _index(self, label: str, descriptor: Descriptor) -> IndexPlan | None:
-        index = self.layout.read_index(descriptor)
+    def _index(self, label: str, descriptor: Descriptor, depth: int) -> IndexPlan | None:
         children: list[Node] = []
-        for child in index.manifests:
-            if is_attestation(child):
-                self.warnings.append(f"{label}: dropped attestation manifest {child.digest} of {descriptor.digest}")
-                continue
-            node = self._node(label, child, top=False)
+        for child in self.walker.children(descriptor, depth):
+            node = self._node(label, child, top=False, depth=depth + 1)
             if node is not None:
                 children.append(node)
-        return IndexPlan(descriptor, index, tuple(children)) if children else None
+        return IndexPlan(descriptor, self.walker.index(descriptor), tuple(children)) if children else None
 
     def _image(self, label: str, descriptor: Descriptor, top: bool) -> ImagePlan | None:
         if descriptor.platform is not None and not self._selected(descriptor.platform):
