@@ -15,11 +15,13 @@ from ..ext4.device import BlockDevice
 from ..ext4.fs import Filesystem
 from ..ext4.layout import BLOCK_SIZE
 from ..ext4.mkfs import mkfs
-from ..formats.blob import open_stack
+from ..ext4.placement import COPY_DATA, DataPlacement
+from ..formats.blob import StackLayer, open_layers
 from ..formats.commit import DEFAULT_BLOB, BlobOptions, BlobSummary, LayerBlobWriter
 from ..formats.tarwrap import write_go_wrapped
 from ..layers.rules import ApplyStats, apply_layer
-from ..oci.digest import digest_file
+from ..oci.digest import BlobRef, digest_file, encoded
+from ..oci.layers import BlockObserver
 from ..oci.mediatypes import ARTIFACT_TYPE_OVERLAYBD
 from ..oci.output import overlaybd_layer
 from ..units import GiB
@@ -43,25 +45,34 @@ def build_layer(
     out: BinaryIO,
     layer_tar: BinaryIO,
     *,
-    lowers: Sequence[str | os.PathLike[str]] = (),
+    lowers: Sequence[str | os.PathLike[str] | StackLayer] = (),
     layer_name: str = "layer",
     vsize: int = DEFAULT_VSIZE,
     uuid: str | None = None,
     parent_uuid: str | None = None,
     options: BlobOptions = DEFAULT_BLOB,
+    placement: DataPlacement = COPY_DATA,
 ) -> LayerResult:
     """Apply `layer_tar` (uncompressed) on the stack `lowers` (bottom first), or on a new file system
     of `vsize` bytes when there are none, and write exactly the blocks it changed as a layer blob.
+    With a placement that maps file data to the tar (TurboOCI), the blob is a warp layer.
     """
     with ExitStack() as stack:
-        lower = open_stack(lowers, stack) if lowers else None
+        specs = [lower if isinstance(lower, StackLayer) else StackLayer(lower) for lower in lowers]
+        lower = open_layers(specs, stack) if specs else None
         virtual_size = lower.virtual_size if lower else vsize
         blob = LayerBlobWriter(
-            out, virtual_size=virtual_size, uuid=uuid, parent_uuid=parent_uuid, options=options, ordered=False
+            out,
+            virtual_size=virtual_size,
+            uuid=uuid,
+            parent_uuid=parent_uuid,
+            options=options,
+            ordered=False,
+            warp=placement.maps_to_target,
         )
         try:
             device = BlockDevice(virtual_size // BLOCK_SIZE, blob.lsmt, lower.read if lower else None)
-            fs = Filesystem.open(device) if lower else mkfs(device)
+            fs = Filesystem.open(device, placement) if lower else mkfs(device, placement)
             stats = apply_layer(fs, layer_tar, layer_name)
             stats.warnings.extend(f"{layer_name}: {warning}" for warning in fs.warnings)
             fs.flush()
@@ -74,40 +85,74 @@ def build_layer(
 
 
 @dataclass(frozen=True)
-class NativeOptions:
+class Ext4Options:
+    """What decides the bytes of an engine that writes ext4 with our writer."""
+
     mkfs: bool = True  # a new file system in the first layer; else start from `baselayer`
     baselayer: Path = DEFAULT_BASELAYER
     vsize: int = DEFAULT_VSIZE  # bytes, with mkfs
     blob: BlobOptions = DEFAULT_BLOB
 
 
-class NativeExt4Engine:
-    """engine.LayerEngine for overlaybd layers, made by our ext4 writer."""
+class Ext4Engine:
+    """What the engines writing ext4 with our writer share: the baselayer with --no-mkfs, and their identity."""
 
-    artifact_type = ARTIFACT_TYPE_OVERLAYBD
+    name = ""
 
-    def __init__(self, options: NativeOptions) -> None:
+    def __init__(self, options: Ext4Options) -> None:
         self.options = options
         self._baselayer = options.baselayer.absolute()  # recorded in the work directory, read by workers
         # The baselayer's digest is part of every layer's identity; reading it now also finds a missing
         # or unreadable baselayer before any work starts.
-        self._base_digest = None if options.mkfs else _baselayer_digest(self._baselayer)
+        self._base = None if options.mkfs else baselayer_ref(self._baselayer)
+
+    def write_layer(
+        self,
+        source: SourceLayer,
+        lowers: Sequence[ConvertedLayer],
+        path: Path,
+        *,
+        uuids: bool,
+        placement: DataPlacement = COPY_DATA,
+        gzip_index: BlockObserver | None = None,
+    ) -> LayerResult:
+        """The layer blob at `path`: `source` applied on `lowers`; with `uuids`, the chain's (§2.3)."""
+        with source.open_tar(gzip_index) as tar, path.open("w+b") as sink:
+            return build_layer(
+                sink,
+                tar,
+                lowers=[layer for lower in lowers for layer in lower.lower],
+                layer_name=source.label,
+                vsize=self.options.vsize,
+                uuid=source.plan.uuid if uuids else None,
+                parent_uuid=source.plan.parent_uuid if uuids else None,
+                options=self.options.blob,
+                placement=placement,
+            )
 
     def identity(self) -> dict[str, object]:
         options = self.options
         return {
-            "engine": "native-ext4",
-            "base": self._base_digest,
+            "engine": self.name,
+            "base": self._base.digest if self._base else None,
             "vsize": options.vsize if options.mkfs else None,
             "compression": options.blob.compression.name if options.blob.compression else None,
             "block_size": options.blob.block_size,
             "tar": options.blob.tar,
         }
 
+
+class NativeExt4Engine(Ext4Engine):
+    """engine.LayerEngine for overlaybd layers, made by our ext4 writer."""
+
+    name = "native-ext4"
+    artifact_type = ARTIFACT_TYPE_OVERLAYBD
+    needs_gzip_index = False
+
     def base_layer(self, work: WorkDir) -> ConvertedLayer | None:
-        if self._base_digest is None:
+        if self._base is None:
             return None
-        key = f"baselayer-{self._base_digest[len('sha256:') :][:32]}"
+        key = f"baselayer-{encoded(self._base.digest)[:32]}"
         return work.lookup(key) or work.build(key, self._wrap_baselayer)
 
     def _wrap_baselayer(self, out: Path) -> ConvertedLayer:
@@ -120,27 +165,18 @@ class NativeExt4Engine:
         except OSError as exc:
             raise ConvertError(str(source), f"cannot read the baselayer: {exc.strerror}") from None
         ref = digest_file(path)
-        return ConvertedLayer(overlaybd_layer(ref), ((path, ref),), (source,))
+        return ConvertedLayer(overlaybd_layer(ref), ((path, ref),), (StackLayer(source),))
 
     def convert(self, source: SourceLayer, lowers: Sequence[ConvertedLayer], out: Path) -> ConvertedLayer:
         blob = out / COMMIT_NAME
-        with source.open_tar() as tar, blob.open("w+b") as sink:
-            result = build_layer(
-                sink,
-                tar,
-                lowers=[path for lower in lowers for path in lower.lower],
-                layer_name=source.label,
-                vsize=self.options.vsize,
-                uuid=source.plan.uuid,
-                parent_uuid=source.plan.parent_uuid,
-                options=self.options.blob,
-            )
+        result = self.write_layer(source, lowers, blob, uuids=True)
         ref = digest_file(blob)
-        return ConvertedLayer(overlaybd_layer(ref), ((blob, ref),), (blob,), tuple(result.apply.warnings))
+        return ConvertedLayer(overlaybd_layer(ref), ((blob, ref),), (StackLayer(blob),), tuple(result.apply.warnings))
 
 
-def _baselayer_digest(path: Path) -> str:
+def baselayer_ref(path: Path) -> BlobRef:
+    """The baselayer's digest and size; a ConvertError naming it if it cannot be read."""
     try:
-        return digest_file(path).digest
+        return digest_file(path)
     except OSError as exc:
         raise ConvertError(str(path), f"cannot read the baselayer: {exc.strerror}") from None

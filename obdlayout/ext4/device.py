@@ -60,14 +60,23 @@ class BlockDevice:
             data = bytes(data) + bytes(tail)
         out.write_data(block * BLOCK_SIZE, data)
 
+    def map_target(self, block: int, length: int, target_offset: int) -> None:
+        """File data for blocks starting at `block`: `length` bytes (whole sectors) of the warp layer's target,
+        the original layer tar, from `target_offset`."""
+        self._writable().write_target(block * BLOCK_SIZE, length, target_offset)
+
     def commit(self) -> None:
         """Emit every changed metadata block in block order."""
         out = self._writable()
         for block in sorted(self._dirty):
             data = self._dirty[block]
             if data == _ZERO_BLOCK:
-                # A fresh disk reads zeros already; over lower layers a zeroed range masks them.
-                if self._lower is not None:
+                # A fresh disk reads zeros already; over lower layers a zeroed range masks them. A warp layer
+                # stores the zeros themselves: overlaybd stacks a warp layer as one resolved file (§7.2), and
+                # only plain data is certain to read back through that.
+                if self._lower is not None and out.warp:
+                    out.write_data(block * BLOCK_SIZE, data)
+                elif self._lower is not None:
                     out.write_zeroed(block * BLOCK_SIZE, BLOCK_SIZE)
                 continue
             out.write_data(block * BLOCK_SIZE, data)

@@ -49,6 +49,7 @@ from .layout import (
     GroupDesc,
     Superblock,
 )
+from .placement import COPY_DATA, DataPlacement
 
 BLOCKS_PER_GROUP = BLOCK_SIZE * 8
 BYTES_PER_INODE = 16384
@@ -130,7 +131,7 @@ def _geometry(block_count: int) -> tuple[int, int, int]:
         blocks = last * BLOCKS_PER_GROUP
 
 
-def mkfs(device: BlockDevice) -> Filesystem:
+def mkfs(device: BlockDevice, placement: DataPlacement = COPY_DATA) -> Filesystem:
     """A new, empty file system filling the device (root 0755, lost+found 0700)."""
     if device.block_count * BLOCK_SIZE < MIN_SIZE:
         raise Ext4Error(f"a file system needs at least {MIN_SIZE // MiB} MiB")
@@ -157,7 +158,7 @@ def mkfs(device: BlockDevice) -> Filesystem:
         desc.free_blocks = min(BLOCKS_PER_GROUP, blocks - group * BLOCKS_PER_GROUP)
         desc.free_inodes = inodes_per_group
 
-    fs = Filesystem(device, sb, descs)
+    fs = Filesystem(device, sb, descs, placement)
     for group in range(groups):
         if has_super(sb, group):
             fs.alloc.mark_blocks_used(group * BLOCKS_PER_GROUP, 1 + gdt_blocks)

@@ -10,8 +10,9 @@ from ..tar.ustar import TarFormatError
 from ..units import STREAM_CHUNK
 from . import lsmt_layout as lsmt
 from .errors import FormatError
+from .gzindex import GzipIndex, IndexedGzip
 from .lsmt_reader import LsmtLayer
-from .source import ByteSource, FileSource
+from .source import ByteSource, BytesSource, FileSource
 from .stack import ZEROED, LsmtStack
 from .tarwrap import PAX_PAYLOAD_OFFSET, parse_wrapper
 from .zfile_layout import HT_SIZE, HeaderTrailer, block_digest_ok
@@ -29,20 +30,28 @@ _ZERO_CHUNK = bytes(STREAM_CHUNK)
 class Blob:
     """An opened layer blob. Use as a context manager, or call `close`."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], warp: bool | None = None, contents: bytes | None = None) -> None:
+        """`warp`: whether the layer is a TurboOCI warp layer; None guesses (lsmt_reader.LsmtLayer).
+        `contents`: the blob's bytes when they are already in memory (a member of a TurboOCI layer archive);
+        `path` then only names it."""
         self.path = os.fspath(path)
+        self._warp = warp
+        self._fd = -1
+        if contents is not None:
+            self._open(BytesSource(contents, self.path))
+            return
         try:
             self._fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
             raise FormatError(self.path, f"cannot open: {exc.strerror}") from None
         try:
-            self._open()
+            self._open(FileSource(self._fd, self.path))
         except BaseException:
             os.close(self._fd)
             raise
 
-    def _open(self) -> None:
-        whole = FileSource(self._fd, self.path)
+    def _open(self, whole: FileSource | BytesSource) -> None:
+        self._whole = whole
         head = whole.pread(0, PAX_PAYLOAD_OFFSET)
         try:
             wrapper = parse_wrapper(head)
@@ -71,7 +80,7 @@ class Blob:
                 self.path,
                 f"is a tar archive (first member {wrapper.member!r}) holding neither a ZFile nor an LSMT layer",
             )
-        self.layer = LsmtLayer(lsmt_source)
+        self.layer = LsmtLayer(lsmt_source, self._warp)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -95,7 +104,7 @@ class Blob:
             kind = KIND_SEALED
         return BlobInfo(
             path=self.path,
-            file_size=os.fstat(self._fd).st_size,
+            file_size=self._whole.size,
             kind=kind,
             wrapping=self.wrapping,
             compression=z.algorithm.name.lower() if z else "none",
@@ -167,9 +176,51 @@ class BlobInfo:
         return asdict(self)
 
 
+def _open_file(path: str | os.PathLike[str], stack: ExitStack) -> FileSource:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise FormatError(os.fspath(path), f"cannot open: {exc.strerror}") from None
+    stack.callback(os.close, fd)
+    return FileSource(fd, os.fspath(path))
+
+
+def open_target(
+    path: str | os.PathLike[str], gzip_index: str | os.PathLike[str] | None, stack: ExitStack
+) -> ByteSource:
+    """A warp layer's original layer blob as the uncompressed tar it holds: the file itself, or, when it is
+    gzip-compressed, read through its gzip index. Open until `stack` closes."""
+    blob = _open_file(path, stack)
+    if gzip_index is None:
+        return blob
+    return IndexedGzip(blob, GzipIndex(_open_file(gzip_index, stack)))
+
+
 def open_stack(paths: Sequence[str | os.PathLike[str]], stack: ExitStack) -> LsmtStack:
     """Open blobs bottom-first as one virtual disk; they stay open until `stack` closes."""
     return LsmtStack([stack.enter_context(Blob(p)).layer for p in paths])
+
+
+@dataclass(frozen=True)
+class StackLayer:
+    """A layer of a stack: its blob, and for a TurboOCI warp layer the original layer blob its file data lies
+    in, with the gzip index to read it at random offsets when it is gzip-compressed."""
+
+    blob: str | os.PathLike[str]
+    target: str | os.PathLike[str] | None = None
+    gzip_index: str | os.PathLike[str] | None = None
+
+
+def open_layers(layers: Sequence[StackLayer], stack: ExitStack) -> LsmtStack:
+    """Open layers bottom-first as one virtual disk, warp layers reading their targets; all stay open until
+    `stack` closes."""
+    opened: list[LsmtLayer] = []
+    targets: list[ByteSource | None] = []
+    for layer in layers:
+        warp = layer.target is not None
+        opened.append(stack.enter_context(Blob(layer.blob, warp=warp or None)).layer)
+        targets.append(open_target(layer.target, layer.gzip_index, stack) if layer.target is not None else None)
+    return LsmtStack(opened, targets)
 
 
 def write_raw(disk: LsmtStack, out: BinaryIO) -> int:
@@ -181,10 +232,9 @@ def write_raw(disk: LsmtStack, out: BinaryIO) -> int:
     for seg in disk.segments():
         if seg.layer == ZEROED:
             continue
-        layer = disk.layers[seg.layer]
         for pos in range(seg.start, seg.end, STREAM_CHUNK):
             take = min(STREAM_CHUNK, seg.end - pos)
-            chunk = layer.read_data(seg.moffset + pos - seg.start, take)
+            chunk = disk.read_segment(seg, seg.moffset + pos - seg.start, take)
             if chunk != _ZERO_CHUNK[:take]:
                 os.pwrite(fd, chunk, pos)
                 written += take

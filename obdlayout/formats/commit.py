@@ -50,6 +50,7 @@ class LayerBlobWriter:
         options: BlobOptions = DEFAULT_BLOB,
         user_tag: bytes = b"",
         ordered: bool = True,
+        warp: bool = False,
     ) -> None:
         self._out = out
         self._start = out.tell()
@@ -66,6 +67,7 @@ class LayerBlobWriter:
             parent_uuid=parent_uuid,
             user_tag=user_tag,
             ordered=ordered,
+            warp=warp,
         )
 
     def close(self) -> BlobSummary:

@@ -45,7 +45,9 @@ class Record:
 class LsmtLayer:
     """An opened read-only layer: header facts from the trailer, the sorted record list, and its data."""
 
-    def __init__(self, source: ByteSource) -> None:
+    def __init__(self, source: ByteSource, warp: bool | None = None) -> None:
+        """`warp`: whether it is a TurboOCI warp layer (tag-1 records read the original layer tar); None
+        guesses from the index (an unpadded index holding tags 0 and 1, as only warp commits write)."""
         self.source = source
         name = source.name
         size = source.size
@@ -78,7 +80,9 @@ class LsmtLayer:
         self.trailer = trailer
         raw_index = source.pread(trailer.index_offset, index_end - trailer.index_offset)
         # §7.2: only warp commits leave the index unpadded, and only they give tags a meaning.
-        self.is_warp = trailer.index_size % INDEX_PAD_RECORDS != 0 and _has_tagged_records(raw_index)
+        if warp is None:
+            warp = trailer.index_size % INDEX_PAD_RECORDS != 0 and _has_tagged_records(raw_index)
+        self.is_warp = warp
         self.records = _parse_index(name, raw_index, trailer.index_offset // SECTOR, self.is_warp)
 
     @property

@@ -1,8 +1,10 @@
-"""Streaming writer of committed LSMT layers (overlaybd-formats.md §2.6).
+"""Streaming writer of committed LSMT layers (overlaybd-formats.md §2.6), and of TurboOCI warp layers (§7.2).
 
 Reproduces what `overlaybd-commit` writes: data from byte 4096 in arrival order, each data extent
 cut into 32 KiB pieces as `pcopy` copies them, neighbouring pieces merged as `compress_raw_index`
 merges them, the index padded with invalid records to whole 4 KiB blocks, then the trailer.
+A warp layer (`overlaybd-commit --turboOCI`) also holds records with tag 1, whose data lies in the
+original layer tar, and its index is not padded.
 Only the index is kept in memory (16 bytes a record), never the data.
 """
 
@@ -23,7 +25,9 @@ from .lsmt_layout import (
     RECORD_SIZE,
     RECORD_STRUCT,
     SECTOR,
+    TAG_SHIFT,
     USER_TAG_SIZE,
+    WARP_TARGET_TAG,
     ZEROED_SHIFT,
     HeaderTrailer,
     normalize_uuid,
@@ -57,6 +61,8 @@ class LsmtWriter:
     With `ordered` (as overlaybd-commit writes) extents must arrive sorted by logical offset.
     Without it they may arrive in any order, disjoint: data is stored in arrival order and the
     index is sorted at `close` (the format only requires the index to be sorted, §2.7).
+
+    With `warp`, `write_target` maps ranges to the original layer tar and the index is left unpadded.
     """
 
     def __init__(
@@ -68,12 +74,14 @@ class LsmtWriter:
         parent_uuid: str | None = None,
         user_tag: bytes = b"",
         ordered: bool = True,
+        warp: bool = False,
     ) -> None:
         if len(user_tag) > USER_TAG_SIZE:
             raise ValueError(f"LSMT user tag is {len(user_tag)} bytes, at most {USER_TAG_SIZE} fit")
         _check_aligned("virtual size", virtual_size)
         self._sink = sink
         self._ordered = ordered
+        self._warp = warp
         self._ht = HeaderTrailer(
             flags=COMMITTED_HEADER_FLAGS,
             index_offset=0,
@@ -87,7 +95,7 @@ class LsmtWriter:
         self._cursor = DATA_START_SECTOR  # physical sector where the next data lands
         self._next_sector = 0  # extents must start at or after this logical sector
         self._index = bytearray()
-        # The record being merged: [offset, length, moffset, zeroed]; None before the first.
+        # The record being merged: [offset, length, moffset, zeroed, tag]; None before the first.
         self._run: list[int] | None = None
         self._summary: LsmtSummary | None = None
 
@@ -99,6 +107,23 @@ class LsmtWriter:
             piece = min(COPY_CHUNK_SECTORS, count - done)
             self._append(sector + done, piece, self._cursor, zeroed=False)
             self._cursor += piece
+            done += piece
+
+    @property
+    def warp(self) -> bool:
+        return self._warp
+
+    def write_target(self, offset: int, length: int, target_offset: int) -> None:
+        """A warp layer's range whose bytes are those of the original layer tar at `target_offset` (§7.2)."""
+        if not self._warp:
+            raise ValueError("only a warp layer maps ranges to its target")
+        _check_aligned("target offset", target_offset)
+        sector, count = self._claim(offset, length)
+        target = target_offset // SECTOR
+        done = 0
+        while done < count:
+            piece = min(MAX_RECORD_SECTORS, count - done)
+            self._append(sector + done, piece, target + done, zeroed=False, tag=WARP_TARGET_TAG)
             done += piece
 
     def write_zeroed(self, offset: int, length: int) -> None:
@@ -117,7 +142,7 @@ class LsmtWriter:
         if not self._ordered:
             self._sort_index()
         records = len(self._index) // RECORD_SIZE
-        padding = -records % INDEX_PAD_RECORDS
+        padding = 0 if self._warp else -records % INDEX_PAD_RECORDS
         total_records = records + padding
         if total_records > MAX_RO_INDEX_RECORDS:
             raise ValueError(
@@ -166,23 +191,24 @@ class LsmtWriter:
     def _sort_index(self) -> None:
         """Sort the records of an unordered layer and merge them again (compress_raw_index, §2.6 step 3)."""
         records = sorted(
-            (lo & OFFSET_MASK, lo >> OFFSET_BITS, hi & MOFFSET_MASK, (hi >> ZEROED_SHIFT) & 1)
+            (lo & OFFSET_MASK, lo >> OFFSET_BITS, hi & MOFFSET_MASK, (hi >> ZEROED_SHIFT) & 1, hi >> TAG_SHIFT)
             for lo, hi in RECORD_STRUCT.iter_unpack(self._index)
         )
         self._index = bytearray()
         previous_end = 0
-        for offset, length, moffset, zeroed in records:
+        for offset, length, moffset, zeroed, tag in records:
             if offset < previous_end:
                 raise ValueError(f"LSMT extents overlap at byte {offset * SECTOR}")
             previous_end = offset + length
-            self._append(offset, length, moffset, bool(zeroed))
+            self._append(offset, length, moffset, bool(zeroed), tag)
         self._flush_run()
 
-    def _append(self, offset: int, length: int, moffset: int, zeroed: bool) -> None:
+    def _append(self, offset: int, length: int, moffset: int, zeroed: bool, tag: int = 0) -> None:
         run = self._run
         if (
             run is not None
             and run[3] == zeroed
+            and run[4] == tag
             and run[0] + run[1] == offset
             and run[2] + (0 if zeroed else run[1]) == moffset
             and run[1] + length < MAX_RECORD_SECTORS
@@ -190,12 +216,12 @@ class LsmtWriter:
             run[1] += length
             return
         self._flush_run()
-        self._run = [offset, length, moffset, zeroed]
+        self._run = [offset, length, moffset, zeroed, tag]
 
     def _flush_run(self) -> None:
         if self._run is not None:
-            offset, length, moffset, zeroed = self._run
-            self._index += pack_record(offset, length, moffset, bool(zeroed))
+            offset, length, moffset, zeroed, tag = self._run
+            self._index += pack_record(offset, length, moffset, bool(zeroed), tag)
             self._run = None
 
 

@@ -21,6 +21,24 @@ class ByteSource(Protocol):
         ...
 
 
+class BytesSource:
+    """Bytes held in memory, named for messages."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self._data = data
+        self.name = name
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._data[offset : offset + max(0, length)]
+
+    def window(self, base: int, size: int, name: str | None = None) -> "BytesSource":
+        return BytesSource(self._data[base : base + size], name or self.name)
+
+
 class FileSource:
     """Bytes [base, base+size) of an open file descriptor."""
 

@@ -89,11 +89,13 @@ GO_MEMBER_MODE = 0o444
 GO_END_OF_ARCHIVE = bytes(2 * BLOCK)  # two zero blocks, no padding to a 10 KiB record
 
 
-def go_member_header(size: int) -> bytes:
-    """The ustar header archive/tar writes for `overlaybd.commit` of `size` bytes (mode 0444, owner 0:0, mtime 0)."""
+def go_member_header(size: int, name: bytes = MEMBER_NAME, mode: int = GO_MEMBER_MODE) -> bytes:
+    """The ustar header Go's archive/tar writes for a regular file given only its name, mode and size (owner
+    0:0, no user or group names, mtime 0): the baselayer's `overlaybd.commit` (mode 0444), and the members of
+    a TurboOCI layer archive (convertor-spec.md §2.7)."""
     header = bytearray(BLOCK)
-    _put(header, NAME, MEMBER_NAME)
-    for spec, value in ((MODE, GO_MEMBER_MODE), (UID, 0), (GID, 0), (SIZE, size), (MTIME, 0), (DEVMAJOR, 0),
+    _put(header, NAME, name)
+    for spec, value in ((MODE, mode), (UID, 0), (GID, 0), (SIZE, size), (MTIME, 0), (DEVMAJOR, 0),
                         (DEVMINOR, 0)):  # fmt: skip
         _put(header, spec, zero_padded_octal(value, spec))
     _put(header, TYPEFLAG, TYPE_FILE)
