@@ -295,7 +295,7 @@ def test_unknown_tag_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flag", ["--turboOCI=x", "--db-str=x", "--repository=x", "--no-upload"])
+@pytest.mark.parametrize("flag", ["--db-str=x", "--repository=x", "--no-upload"])
 def test_go_flags_without_meaning_here_are_rejected(tmp_path: Path, flag: str) -> None:
     output = run(tmp_path, tmp_path / "out", flag, code=2)
     assert "not supported" in output

@@ -4,16 +4,22 @@ import json
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import asdict
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from ..atomic import atomic_output
-from ..formats.blob import Blob, BlobInfo, open_stack, write_raw
+from ..formats.blob import Blob, BlobInfo, open_stack, open_target, write_raw
 from ..formats.commit import LayerBlobWriter, pack_raw_image
 from ..formats.errors import FormatError
+from ..formats.gzindex import MAGIC as GZIP_INDEX_MAGIC
+from ..formats.gzindex import GzipIndex
 from ..formats.lsmt_layout import SECTOR, is_valid_uuid
+from ..formats.source import BytesSource
+from ..formats.turbo_archive import GZIP_META_NAME, TurboArchive
+from ..oci.layers import GZIP_MAGIC
 from .formatting import human_size
 from .options import blob_options, compression_options
 
@@ -64,6 +70,60 @@ def _describe(info: BlobInfo) -> str:
     return "\n".join(lines)
 
 
+def _describe_index(path: str, index: GzipIndex) -> str:
+    header = index.header
+    return "\n".join(
+        [
+            path,
+            "  kind:          gzip index (ddgzidx)",
+            f"  gzip file:     {human_size(header.gzip_size)} ({header.gzip_size} bytes)",
+            f"  uncompressed:  {human_size(header.uncompressed_size)} ({header.uncompressed_size} bytes)",
+            f"  checkpoints:   {header.entries}, span {header.span} bytes, windows zlib level {header.dict_level}",
+        ]
+    )
+
+
+def _index_dict(path: str, index: GzipIndex) -> dict[str, Any]:
+    return {"path": path, "kind": "gzip-index", **asdict(index.header)}
+
+
+def _open_index(path: str, stack: ExitStack) -> GzipIndex:
+    return GzipIndex(open_target(path, None, stack))
+
+
+def _kind(path: str) -> str:
+    """What a file holds, by its first bytes: a gzip index, a TurboOCI layer archive, or a layer blob."""
+    try:
+        with open(path, "rb") as head:
+            start = head.read(len(GZIP_INDEX_MAGIC))
+    except OSError as exc:
+        raise FormatError(path, f"cannot open: {exc.strerror}") from None
+    if start == GZIP_INDEX_MAGIC:
+        return "gzip-index"
+    return "archive" if start.startswith(GZIP_MAGIC) else "blob"
+
+
+def _check(path: str) -> str:
+    """Every check of the file; the line `verify` prints for a sound one."""
+    kind = _kind(path)
+    with ExitStack() as stack:
+        if kind == "gzip-index":
+            index = _open_index(path, stack)
+            index.verify()
+            return f"gzip index, {index.header.entries} checkpoints over {index.header.uncompressed_size} bytes"
+        if kind == "archive":
+            archive = TurboArchive.read(path)
+            meta = stack.enter_context(Blob(f"{path}:{archive.fs_meta_name}", warp=True, contents=archive.fs_meta))
+            meta.verify()
+            if archive.gzip_meta is not None:
+                GzipIndex(BytesSource(archive.gzip_meta, f"{path}:{GZIP_META_NAME}")).verify()
+            return f"TurboOCI archive of {', '.join(archive.members)}; {meta.info().records} LSMT records"
+        opened = stack.enter_context(Blob(path))
+        opened.verify()
+        summary = opened.info()
+        return f"{summary.kind} LSMT, {summary.records} records, {summary.compression}"
+
+
 @blob.command()
 @_BLOBS
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per file.")
@@ -71,31 +131,49 @@ def _describe(info: BlobInfo) -> str:
 def info(files: tuple[str, ...], as_json: bool) -> None:
     """Show how each FILE is wrapped and compressed, and its LSMT facts.
 
-    Sizes are bytes; uuids are as stored in the LSMT trailer.
+    Sizes are bytes; uuids are as stored in the LSMT trailer. A TurboOCI layer archive (turboOCIv1.tar.gz)
+    is shown by its members and its fs meta; a gzip index (gzip.meta) by its header.
     """
-    infos = []
+    texts: list[str] = []
+    dicts: list[dict[str, Any]] = []
     for path in files:
-        with Blob(path) as opened:
-            infos.append(opened.info())
+        kind = _kind(path)
+        with ExitStack() as stack:
+            if kind == "gzip-index":
+                index = _open_index(path, stack)
+                texts.append(_describe_index(path, index))
+                dicts.append(_index_dict(path, index))
+                continue
+            if kind == "archive":
+                archive = TurboArchive.read(path)
+                meta = stack.enter_context(Blob(f"{path}:{archive.fs_meta_name}", warp=True, contents=archive.fs_meta))
+                found = meta.info()
+                texts.append(f"{path}\n  kind:          TurboOCI layer archive: {', '.join(archive.members)}\n"
+                             f"  diff_id:       {archive.diff_id}\n" + _describe(found))  # fmt: skip
+                dicts.append({"path": path, "kind": "turbo-oci-archive", "members": archive.members,
+                              "diff_id": archive.diff_id, "fs_meta": found.as_dict()})  # fmt: skip
+                continue
+            opened = stack.enter_context(Blob(path))
+            found = opened.info()
+            texts.append(_describe(found))
+            dicts.append(found.as_dict())
     if as_json:
-        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        click.echo(json.dumps(dicts, indent=2))
     else:
-        click.echo("\n\n".join(_describe(i) for i in infos))
+        click.echo("\n\n".join(texts))
 
 
 @blob.command()
 @_BLOBS
 def verify(files: tuple[str, ...]) -> None:
-    """Check every structural rule and every CRC of each FILE.
+    """Check every structural rule and every CRC of each FILE (layer blobs, TurboOCI archives, gzip indexes).
 
     Prints one line per file; exits 1 if any file has a fault, naming the first fault found in it.
     """
     failed = False
     for path in files:
         try:
-            with Blob(path) as opened:
-                opened.verify()
-                summary = opened.info()
+            line = _check(path)
         except FormatError as exc:
             click.echo(f"FAULT {exc}", err=True)
             failed = True
@@ -104,7 +182,7 @@ def verify(files: tuple[str, ...]) -> None:
             click.echo(f"FAULT {path}: {exc.strerror}", err=True)
             failed = True
             continue
-        click.echo(f"ok    {path}: {summary.kind} LSMT, {summary.records} records, {summary.compression}")
+        click.echo(f"ok    {path}: {line}")
     if failed:
         raise SystemExit(1)
 

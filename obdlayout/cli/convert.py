@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..convert.native import DEFAULT_BASELAYER
-from ..convert.pipeline import ConvertOptions, convert
+from ..convert.pipeline import OVERLAYBD, TURBO_OCI, ConvertOptions, convert
 from ..convert.progress import Display, Events
 from ..errors import ObdlayoutError
 from ..oci.descriptor import Platform
@@ -28,8 +28,6 @@ _REJECTED = {
     "--root-ca": _REGISTRY,
     "--client-cert": _REGISTRY,
     "--no-upload": "nothing is uploaded: the output is the local layout DST",
-    "--turboOCI": "TurboOCI output is not supported yet",
-    "--fastoci": "TurboOCI (fastoci) output is not supported yet",
     "--db-str": "the layer dedup database is not supported yet",
     "--db-type": "the layer dedup database is not supported yet",
     "--disable-sparse": "it concerns the overlaybd tools' writable files, which obdlayout never creates",
@@ -67,6 +65,15 @@ def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 )
 @click.option("-o", "--output-tag", "output_tag", help="Tag of the result in DST (default: the input tag).")
 @click.option("--overlaybd", "overlaybd_tag", help="Synonym of --output-tag, as the Go convertor names it.")
+@click.option(
+    "--turbo-oci",
+    "--turboOCI",
+    "turbo_tag",
+    metavar="TAG",
+    help="Tag of a TurboOCI image in DST: ext4 metadata layers over the original layers, which are kept as the "
+    "data (with a gzip index for gzip layers). With --overlaybd too, both images are made, each layer read once.",
+)
+@click.option("--fastoci", "fastoci_tag", hidden=True, help="Deprecated Go name of --turbo-oci.")
 @click.option(
     "--mkfs/--no-mkfs",
     default=True,
@@ -138,6 +145,8 @@ def convert_command(
     input_digests: tuple[str, ...],
     output_tag: str | None,
     overlaybd_tag: str | None,
+    turbo_tag: str | None,
+    fastoci_tag: str | None,
     mkfs: bool,
     baselayer: Path,
     vsize: int,
@@ -159,7 +168,8 @@ def convert_command(
     """Convert images of the OCI layout SRC into overlaybd images in the layout DST.
 
     DST is created if missing and may be SRC itself (then --output-tag is needed). Every layer of
-    every selected manifest (all platforms of multi-arch images) becomes an overlaybd layer blob;
+    every selected manifest (all platforms of multi-arch images) becomes an overlaybd layer blob
+    (or, with --turbo-oci, a TurboOCI metadata layer over the original layer, which DST then holds too);
     manifests, configs and annotations are what containerd's overlaybd snapshotter expects.
     DST changes only when everything succeeded: its index.json is replaced last, atomically.
 
@@ -174,17 +184,24 @@ def convert_command(
     if output_tag and overlaybd_tag and output_tag != overlaybd_tag:
         raise click.UsageError("--output-tag and --overlaybd name different tags")
     explicit = output_tag or overlaybd_tag
+    turbo = turbo_tag or fastoci_tag  # as in Go, --turboOCI wins over --fastoci
+    if explicit and turbo and explicit == turbo:
+        raise click.UsageError(f"the overlaybd and the TurboOCI image cannot both be tagged {turbo!r}")
     try:
         tags = list(input_tags) or ([] if input_digests else Layout(src).tags())
         if not tags and not input_digests:
             raise click.UsageError(f"{src} has no tagged images; select one with --input-digest")
         roots = len(tags) + len(input_digests)
-        if explicit and roots > 1:
-            raise click.UsageError(f"{roots} images are selected; --output-tag names the result of one")
-        if not explicit and (input_digests or src.resolve() == dst.resolve()):
+        if (explicit or turbo) and roots > 1:
+            raise click.UsageError(f"{roots} images are selected; an output tag names the result of one")
+        if not (explicit or turbo) and (input_digests or src.resolve() == dst.resolve()):
             why = "converting in place" if src.resolve() == dst.resolve() else "an image selected by digest"
-            raise click.UsageError(f"{why} needs --output-tag")
-        output_tags = [explicit] if explicit else tags
+            raise click.UsageError(f"{why} needs --output-tag or --turbo-oci")
+        output_tags: dict[str, list[str]] = {}
+        if explicit or not turbo:
+            output_tags[OVERLAYBD] = [explicit] if explicit else tags
+        if turbo:
+            output_tags[TURBO_OCI] = [turbo]
         options = ConvertOptions(
             mkfs=mkfs,
             baselayer=baselayer,
@@ -210,4 +227,5 @@ def convert_command(
         click.echo(json.dumps(report.as_dict(), indent=2))
     elif not quiet:
         for output in report.outputs:
-            click.echo(f"{dst}:{output.tag} = {output.digest} (from {output.source}, {report.seconds:.1f} s)", err=True)
+            made = f"{dst}:{output.tag} = {output.digest}"
+            click.echo(f"{made} ({output.format}, from {output.source}, {report.seconds:.1f} s)", err=True)

@@ -138,6 +138,9 @@ def _describe(summary: ImageSummary) -> str:
         blocks = f", {blob.block_size}-byte blocks" if blob.block_size else ""
         lines.append(f"    format:      {blob.kind} LSMT, wrapped {blob.wrapping}, {blob.compression}{blocks}")
         lines.append(f"    uuid:        {blob.uuid} (parent {blob.parent_uuid})")
+        if layer.target is not None:
+            index = f", gzip index of {layer.gzip_index_entries} checkpoints" if layer.gzip_index_entries else ""
+            lines.append(f"    data:        in target layer {layer.target}{index}")
     fs = summary.filesystem
     if fs is None:
         lines.append("  file system:   none (not every layer is an overlaybd blob)")

@@ -6,11 +6,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..formats.blob import StackLayer
 from ..oci.digest import BlobRef
-from ..oci.layers import open_uncompressed
+from ..oci.layers import BlockObserver, open_uncompressed, sniff_blob
 from ..oci.layout import Layout
+from ..oci.mediatypes import Compression
 from ..oci.output import OutputLayer
 from ..oci.plan import LayerPlan
+
+
+@dataclass(frozen=True)
+class Spool:
+    """A source layer's tar decompressed (and checked) into the work directory once, for several engines; with
+    the gzip index built in that pass when the layer is gzip and an engine needs one."""
+
+    tar: Path
+    gzip_index: Path | None
 
 
 @dataclass(frozen=True)
@@ -21,10 +32,23 @@ class SourceLayer:
     plan: LayerPlan  # its descriptor, DiffID, chain ID and uuids
     label: str  # names the image and layer in errors
     progress: Callable[[int], None] | None = None  # told the uncompressed bytes read so far
+    spool: Spool | None = None
 
-    def open_tar(self) -> AbstractContextManager[BinaryIO]:
-        """The layer's uncompressed tar; its blob digest and DiffID are checked by the end of the block."""
-        return open_uncompressed(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress)
+    @property
+    def blob_path(self) -> Path:
+        """The layer blob, as an absolute path (a TurboOCI layer's record in the work directory keeps it)."""
+        return self.layout.blob_path(self.plan.descriptor.digest).absolute()
+
+    def compression(self) -> Compression:
+        """What the blob's first bytes show (containerd decompresses by them, not by the media type)."""
+        return sniff_blob(self.layout, self.plan.descriptor)
+
+    def open_tar(self, gzip_observer: BlockObserver | None = None) -> AbstractContextManager[BinaryIO]:
+        """The layer's uncompressed tar; its blob digest and DiffID are checked by the end of the block. A gzip
+        layer's deflate blocks are told to `gzip_observer` (unless it was spooled: see `spool`)."""
+        if self.spool is not None:
+            return self.spool.tar.open("rb")
+        return open_uncompressed(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress, gzip_observer)
 
 
 @dataclass(frozen=True)
@@ -33,7 +57,7 @@ class ConvertedLayer:
 
     output: OutputLayer  # how the output image names it: blob, media type, annotations, DiffID
     blobs: tuple[tuple[Path, BlobRef], ...]  # the files DST must hold for it, with their digests
-    lower: tuple[Path, ...]  # what the next layer is converted on; its meaning is the engine's own
+    lower: tuple[StackLayer, ...]  # what it adds to the stack the next layer is converted on
     warnings: tuple[str, ...] = ()
 
     def record(self, home: Path) -> dict[str, Any]:
@@ -41,7 +65,10 @@ class ConvertedLayer:
         return {
             "output": asdict(self.output),
             "blobs": [[_relative(path, home), ref.digest, ref.size] for path, ref in self.blobs],
-            "lower": [_relative(path, home) for path in self.lower],
+            "lower": [
+                {name: None if value is None else _relative(Path(value), home) for name, value in asdict(layer).items()}
+                for layer in self.lower
+            ],
             "warnings": list(self.warnings),
         }
 
@@ -57,8 +84,17 @@ class ConvertedLayer:
             str(out["diff_id"]),
         )
         blobs = tuple((home / str(path), BlobRef(str(digest), int(size))) for path, digest, size in record["blobs"])
-        lower = tuple(home / str(path) for path in record["lower"])
+        lower = tuple(
+            StackLayer(
+                home / str(layer["blob"]), _optional(home, layer["target"]), _optional(home, layer["gzip_index"])
+            )
+            for layer in record["lower"]
+        )
         return cls(output, blobs, lower, tuple(str(w) for w in record["warnings"]))
+
+
+def _optional(home: Path, value: object) -> Path | None:
+    return None if value is None else home / str(value)
 
 
 def _relative(path: Path, home: Path) -> str:

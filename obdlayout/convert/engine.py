@@ -25,6 +25,7 @@ LAYER_FORMAT = f"obdlayout/{__version__}/1"
 
 class LayerEngine(Protocol):
     artifact_type: str  # the output's artifactType under --referrer (convertor-spec.md §3.1)
+    needs_gzip_index: bool  # whether it indexes gzip layers (so one shared decompression must build the index)
 
     def identity(self) -> dict[str, object]:
         """The engine's name and every option that changes the bytes it writes (JSON values)."""

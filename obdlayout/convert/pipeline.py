@@ -1,17 +1,21 @@
 """The convert pipeline: source layout → plan → layer conversion → blobs → destination layout.
 
 Images are converted in parallel worker processes (up to the concurrency limit), the layers of one
-image in order, each on the blobs of the layers below it. Finished layers wait in the work
-directory; only when every image is done do they enter the destination, then the configs,
-manifests and indexes, and last `index.json` (atomically, under a lock): a failed or killed
-convert leaves the destination as it was.
+image in order, each on the blobs of the layers below it, by the engine of each output format asked for
+(overlaybd, TurboOCI). When two formats are made in one run, each source layer is decompressed once,
+into the work directory, and both engines read it there. Finished layers wait in the work directory;
+only when every image is done do they enter the destination, then the configs, manifests and indexes,
+and last `index.json` (atomically, under a lock): a failed or killed convert leaves the destination as
+it was.
 """
 
 import hashlib
 import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from multiprocessing import get_context
@@ -19,17 +23,26 @@ from pathlib import Path
 
 from ..errors import ObdlayoutError
 from ..formats.commit import DEFAULT_BLOB, BlobOptions
+from ..formats.gzindex import GzipIndexBuilder
 from ..oci.digest import BlobRef, encoded
+from ..oci.layers import open_uncompressed
 from ..oci.layout import Layout
+from ..oci.mediatypes import Compression
 from ..oci.output import BuiltNode, OutputOptions, build, publish
-from ..oci.plan import ImagePlan, Selection, plan
+from ..oci.plan import ImagePlan, LayerPlan, Selection, plan
 from ..oci.writer import LayoutWriter
-from .artefacts import ConvertedLayer, SourceLayer
+from ..units import STREAM_CHUNK
+from .artefacts import ConvertedLayer, SourceLayer, Spool
 from .engine import LayerEngine, layer_key
 from .errors import ConvertError
-from .native import DEFAULT_BASELAYER, DEFAULT_VSIZE, NativeExt4Engine, NativeOptions
-from .progress import Events, LayerFinished, LayerStarted, Message
+from .native import DEFAULT_BASELAYER, DEFAULT_VSIZE, Ext4Options, NativeExt4Engine
+from .progress import Events, LayerFinished, LayerStarted, Message, ThrottledProgress
+from .turbo import TurboOciEngine
 from .workdir import WorkDir, default_work_dir
+
+OVERLAYBD = "overlaybd"
+TURBO_OCI = "turbo-oci"
+FORMATS = (OVERLAYBD, TURBO_OCI)
 
 
 @dataclass(frozen=True)
@@ -62,12 +75,14 @@ class LayerReport:
 class ImageReport:
     manifest: str
     platform: str
+    format: str
     layers: list[LayerReport] = field(default_factory=list)
 
 
 @dataclass
 class OutputReport:
     tag: str
+    format: str
     source: str
     digest: str
     media_type: str
@@ -85,24 +100,33 @@ class ConvertReport:
 
 
 @dataclass(frozen=True)
+class _Format:
+    """One output format of the run: its engine and the layer put below every image (--no-mkfs)."""
+
+    name: str
+    engine: LayerEngine
+    base: ConvertedLayer | None
+
+
+@dataclass(frozen=True)
 class _ImageJob:
     source: Path
     image: ImagePlan
     label: str
-    engine: LayerEngine
-    base: ConvertedLayer | None  # below every image (--no-mkfs)
+    formats: tuple[_Format, ...]
     work: Path
 
 
 @dataclass(frozen=True)
 class _ImageResult:
-    report: ImageReport
-    layers: dict[str, ConvertedLayer]  # by chain ID
+    reports: tuple[ImageReport, ...]  # one per format
+    layers: tuple[dict[str, ConvertedLayer], ...]  # per format: by chain ID
 
 
-def make_engine(options: ConvertOptions) -> LayerEngine:
-    """The one engine of a run, from the options."""
-    return NativeExt4Engine(NativeOptions(options.mkfs, options.baselayer, options.vsize, options.blob))
+def make_engine(name: str, options: ConvertOptions) -> LayerEngine:
+    """The engine of an output format, from the options."""
+    ext4 = Ext4Options(options.mkfs, options.baselayer, options.vsize, options.blob)
+    return TurboOciEngine(ext4) if name == TURBO_OCI else NativeExt4Engine(ext4)
 
 
 _events: Events | None = None
@@ -114,54 +138,96 @@ def _set_events(events: Events) -> None:
 
 
 def _convert_image(job: _ImageJob) -> _ImageResult:
-    """One image's layers, bottom first (in a worker process)."""
+    """One image's layers, bottom first, in every format (in a worker process)."""
     events = _events
     assert events is not None
     work = WorkDir(job.work, keep=True)
     layout = Layout(job.source)
     image = job.image
-    report = ImageReport(image.descriptor.digest, str(image.platform))
-    lowers: list[ConvertedLayer] = [job.base] if job.base else []
-    converted: dict[str, ConvertedLayer] = {}
+    formats = job.formats
+    reports = tuple(ImageReport(image.descriptor.digest, str(image.platform), f.name) for f in formats)
+    stacks: list[list[ConvertedLayer]] = [[f.base] if f.base else [] for f in formats]
+    converted: tuple[dict[str, ConvertedLayer], ...] = tuple({} for _ in formats)
     count = len(image.layers)
     for layer in image.layers:
-        key = layer_key(job.engine, layer.chain_id)
+        keys = [layer_key(f.engine, layer.chain_id) for f in formats]
         where = f"{job.label}, layer {layer.index} ({layer.descriptor.digest})"
         label = f"{job.label} layer {layer.index + 1}/{count}"
         start = time.perf_counter()
-        done = work.lookup(key)
+        done = [work.lookup(key) for key in keys]
+        missing = [i for i, layer_done in enumerate(done) if layer_done is None]
         tar_bytes = 0
-        if done is None:
-            events.send(LayerStarted(key, label))
-            progress = events.progress_callback(key)
-            source = SourceLayer(layout, layer, where, progress)
+        if missing:
+            events.send(LayerStarted(keys[missing[0]], label))
+            progress = events.progress_callback(keys[missing[0]])
             try:
-                done = work.build(key, partial(job.engine.convert, source, tuple(lowers)))
+                with _spooled(layout, layer, where, work, progress, [formats[i].engine for i in missing]) as spool:
+                    source = SourceLayer(layout, layer, where, progress, spool)
+                    for i in missing:
+                        convert = partial(formats[i].engine.convert, source, tuple(stacks[i]))
+                        done[i] = work.build(keys[i], convert)
             except ObdlayoutError as exc:
                 raise ConvertError("" if where in str(exc) else where, str(exc)) from None
             except OSError as exc:
                 raise ConvertError(where, f"{exc.filename or ''}: {exc.strerror}") from None
-            for warning in done.warnings:
-                events.send(Message(warning, warning=True))
+            for i in missing:
+                for warning in dict.fromkeys(_known(done[i]).warnings):
+                    events.send(Message(warning, warning=True))
             tar_bytes = progress.total
         seconds = time.perf_counter() - start
-        ref = done.output.ref
-        events.send(LayerFinished(key, label, tar_bytes, ref.size, seconds, reused=tar_bytes == 0))
-        report.layers.append(
-            LayerReport(
-                layer.index,
-                layer.descriptor.digest,
-                layer.descriptor.size,
-                ref.digest,
-                ref.size,
-                tar_bytes,
-                round(seconds, 3),
-                tar_bytes == 0,
+        finished = [_known(layer_done) for layer_done in done]
+        blob_bytes = sum(layer_done.output.ref.size for layer_done in finished)
+        events.send(LayerFinished(keys[0], label, tar_bytes, blob_bytes, seconds, reused=not missing))
+        for i, layer_done in enumerate(finished):
+            ref = layer_done.output.ref
+            reused = i not in missing
+            reports[i].layers.append(
+                LayerReport(
+                    layer.index,
+                    layer.descriptor.digest,
+                    layer.descriptor.size,
+                    ref.digest,
+                    ref.size,
+                    0 if reused else tar_bytes,
+                    round(seconds, 3),
+                    reused,
+                )
             )
-        )
-        converted[layer.chain_id] = done
-        lowers.append(done)
-    return _ImageResult(report, converted)
+            converted[i][layer.chain_id] = layer_done
+            stacks[i].append(layer_done)
+    return _ImageResult(reports, converted)
+
+
+def _known(layer: ConvertedLayer | None) -> ConvertedLayer:
+    assert layer is not None
+    return layer
+
+
+@contextmanager
+def _spooled(
+    layout: Layout,
+    layer: LayerPlan,
+    where: str,
+    work: WorkDir,
+    progress: ThrottledProgress,
+    engines: Sequence[LayerEngine],
+) -> Iterator[Spool | None]:
+    """With several engines to run on a layer, its tar decompressed once into the work directory (with the gzip
+    index, if an engine needs one, built in the same pass); with one, nothing: it reads the layer itself."""
+    if len(engines) < 2:
+        yield None
+        return
+    source = SourceLayer(layout, layer, where)
+    indexed = any(engine.needs_gzip_index for engine in engines) and source.compression() is Compression.GZIP
+    name = encoded(layer.descriptor.digest)
+    with work.scratch(f"{name}.tar") as tar_path, work.scratch(f"{name}.gzip.meta") as index_path:
+        gzip_index = GzipIndexBuilder(index_path) if indexed else None
+        with (
+            open_uncompressed(layout, layer.descriptor, layer.diff_id, progress, gzip_index) as stream,
+            tar_path.open("wb") as out,
+        ):
+            shutil.copyfileobj(stream, out, STREAM_CHUNK)
+        yield Spool(tar_path, index_path if indexed else None)
 
 
 def _image_label(image: ImagePlan) -> str:
@@ -184,50 +250,54 @@ def convert(
     source: Path,
     destination: Path,
     selection: Selection,
-    output_tags: Sequence[str],
+    output_tags: Mapping[str, Sequence[str]],
     options: ConvertOptions,
     events: Events,
 ) -> ConvertReport:
-    """Convert what `selection` names in `source` into `destination`, tagging root i as `output_tags[i]`."""
+    """Convert what `selection` names in `source` into `destination`. `output_tags` maps each output format
+    (OVERLAYBD, TURBO_OCI) to make to its tags, root i of the selection being tagged `tags[i]`."""
     start = time.perf_counter()
     layout = Layout(source)
     conversion = plan(layout, selection)
-    if len(output_tags) != len(conversion.roots):
+    if not output_tags or any(name not in FORMATS for name in output_tags):
+        raise ValueError(f"output formats must be some of {', '.join(FORMATS)}")
+    if any(len(tags) != len(conversion.roots) for tags in output_tags.values()):
         raise ValueError("one output tag per selected image is needed")
-    engine = make_engine(options)
+    engines = {name: make_engine(name, options) for name in output_tags}
     for warning in conversion.warnings:
         events.send(Message(warning, warning=True))
     keep = options.reserve or options.dump_manifest
     with WorkDir(options.work_dir or default_work_dir(destination), keep) as work:
-        base = engine.base_layer(work)
-        jobs = [_ImageJob(source, image, _image_label(image), engine, base, work.path) for image in conversion.images()]
+        formats = tuple(_Format(name, engine, engine.base_layer(work)) for name, engine in engines.items())
+        jobs = [_ImageJob(source, image, _image_label(image), formats, work.path) for image in conversion.images()]
         results = _run_jobs(jobs, options.concurrency, events)
-        converted = {chain: layer for result in results for chain, layer in result.layers.items()}
         blob_files: dict[str, tuple[Path, BlobRef]] = {}
-        for layer in [*([base] if base else []), *converted.values()]:
-            blob_files.update((ref.digest, (path, ref)) for path, ref in layer.blobs)
-        output_options = OutputOptions(
-            oci=options.oci,
-            referrer=options.referrer,
-            artifact_type=engine.artifact_type,
-            base_layer=base.output if base else None,
-        )
-        outputs = {chain: layer.output for chain, layer in converted.items()}
-        built: dict[str, BuiltNode] = {
-            tag: build(root.node, outputs, output_options)
-            for root, tag in zip(conversion.roots, output_tags, strict=True)
-        }
+        built: dict[str, tuple[str, BuiltNode]] = {}  # tag -> (format, output)
+        for number, made in enumerate(formats):
+            converted = {chain: layer for result in results for chain, layer in result.layers[number].items()}
+            for layer in [*([made.base] if made.base else []), *converted.values()]:
+                blob_files.update((ref.digest, (path, ref)) for path, ref in layer.blobs)
+            output_options = OutputOptions(
+                oci=options.oci,
+                referrer=options.referrer,
+                artifact_type=made.engine.artifact_type,
+                base_layer=made.base.output if made.base else None,
+            )
+            outputs = {chain: layer.output for chain, layer in converted.items()}
+            for root, tag in zip(conversion.roots, output_tags[made.name], strict=True):
+                built[tag] = (made.name, build(root.node, outputs, output_options))
         if options.dump_manifest:
-            _dump(work, built)
+            _dump(work, {tag: node for tag, (_, node) in built.items()})
         writer = LayoutWriter(destination)
         for path, ref in blob_files.values():
             writer.add_file(path, ref)
-        publish(writer, built)
-    reports = [result.report for result in results]
+        publish(writer, {tag: node for tag, (_, node) in built.items()})
+    sources = {tag: root for tags in output_tags.values() for root, tag in zip(conversion.roots, tags, strict=True)}
     outputs_report = [
-        OutputReport(tag, root.node.descriptor.digest, node.descriptor.digest, node.descriptor.media_type)
-        for (tag, node), root in zip(built.items(), conversion.roots, strict=True)
+        OutputReport(tag, name, sources[tag].node.descriptor.digest, node.descriptor.digest, node.descriptor.media_type)
+        for tag, (name, node) in built.items()
     ]
+    reports = [report for result in results for report in result.reports]
     return ConvertReport(outputs_report, reports, list(conversion.warnings), round(time.perf_counter() - start, 3))
 
 

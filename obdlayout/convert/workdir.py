@@ -14,7 +14,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .artefacts import ConvertedLayer
@@ -24,6 +25,7 @@ LOCK_NAME = "lock"
 LAYERS = "layers"
 RECORD = "layer.json"
 DUMP = "dump"
+SCRATCH = "scratch"
 
 
 class WorkDir:
@@ -99,6 +101,18 @@ class WorkDir:
         stored = self.lookup(key)
         assert stored is not None, f"layer {key} is not whole in {self.path} right after it was stored"
         return stored
+
+    @contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """A path for a temporary file (a spooled layer tar), removed when the block ends."""
+        directory = self.path / SCRATCH
+        directory.mkdir(exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        os.close(fd)
+        try:
+            yield Path(temp)
+        finally:
+            Path(temp).unlink(missing_ok=True)
 
     def dump(self, relative: str, data: bytes) -> Path:
         target = self.path / DUMP / relative

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..ext4.errors import Ext4Error
 from ..ext4.reader import ImageFilesystem, open_image
-from ..formats.blob import open_stack
 from ..formats.stack import LsmtStack
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.documents import Manifest
@@ -23,6 +22,7 @@ from ..oci.layout import LAYOUT_FILE, Layout
 from ..oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OVERLAYBD_ANNOTATION_PREFIX
 from ..oci.walk import IndexWalker
 from .errors import InspectError
+from .layers import open_stack_of
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,8 @@ def is_overlaybd(layer: Descriptor) -> bool:
     return any(key.startswith(OVERLAYBD_ANNOTATION_PREFIX) for key in layer.annotations)
 
 
-def layer_paths(layout: Layout, image: FoundImage) -> list[Path]:
-    """The layer blobs of an image, bottom first; an error if one is not overlaybd's, absent, or of the wrong size."""
-    paths: list[Path] = []
+def checked_layers(layout: Layout, image: FoundImage) -> list[Descriptor]:
+    """The layers of an image, bottom first; an error if one is not overlaybd's, absent, or of the wrong size."""
     for number, layer in enumerate(image.manifest.layers):
         path = layout.blob_path(layer.digest)
         if not is_overlaybd(layer):
@@ -139,22 +138,22 @@ def layer_paths(layout: Layout, image: FoundImage) -> list[Path]:
         if not layout.has_blob(layer):
             problem = "is missing" if not path.exists() else f"is not {layer.size} bytes as its descriptor says"
             raise LayoutError(str(path), f"{image.label}, layer {number}: blob {layer.digest} {problem}")
-        paths.append(path)
-    if not paths:
+    if not image.manifest.layers:
         raise LayoutError(str(layout.blob_path(image.descriptor.digest)), f"{image.label}: the image has no layers")
-    return paths
+    return list(image.manifest.layers)
 
 
 @contextmanager
-def open_layers(paths: list[Path]) -> Iterator[LsmtStack]:
+def open_layers(layout: Layout, layers: list[Descriptor]) -> Iterator[LsmtStack]:
+    """The virtual disk of an image's layers (overlaybd blobs, or TurboOCI layers over their targets)."""
     with ExitStack() as stack:
-        yield open_stack(paths, stack)
+        yield open_stack_of(layout, layers, stack)
 
 
 @contextmanager
 def open_filesystem(layout: Layout, image: FoundImage) -> Iterator[ImageFilesystem]:
     """The image's merged ext4 file system; the layer blobs stay open until the block ends."""
-    with open_layers(layer_paths(layout, image)) as disk:
+    with open_layers(layout, checked_layers(layout, image)) as disk:
         try:
             fs = open_image(disk.read, disk.virtual_size)
         except Ext4Error as exc:

@@ -5,17 +5,19 @@ ext4 group descriptors. A layer or file system that cannot be read is described 
 one bad layer does not hide the rest; `verify` is the command that judges.
 """
 
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..ext4.errors import Ext4Error
 from ..ext4.reader import fs_type_at, open_image, usage
-from ..formats.blob import Blob, BlobInfo
+from ..formats.blob import BlobInfo
 from ..formats.errors import FormatError
 from ..oci.descriptor import Descriptor
 from ..oci.layout import Layout
-from ..oci.mediatypes import OVERLAYBD_ANNOTATION_PREFIX, OVERLAYBD_BLOB_FS_TYPE
+from ..oci.mediatypes import OVERLAYBD_ANNOTATION_PREFIX, OVERLAYBD_BLOB_FS_TYPE, TURBO_TARGET_DIGEST
 from .image import FoundImage, is_overlaybd, open_layers
+from .layers import open_layer
 
 
 @dataclass
@@ -23,8 +25,10 @@ class LayerSummary:
     digest: str
     size: int
     media_type: str
-    blob: BlobInfo | None  # None: absent or not an overlaybd layer blob (see problem)
+    blob: BlobInfo | None  # None: absent or not an overlaybd layer blob (see problem); a TurboOCI layer's fs meta
     problem: str | None = None
+    target: str | None = None  # a TurboOCI layer: the original layer holding its file data
+    gzip_index_entries: int | None = None  # ... and the checkpoints of its gzip index, for a gzip target
 
 
 @dataclass
@@ -82,17 +86,21 @@ def _layer(layout: Layout, layer: Descriptor) -> LayerSummary:
         summary.problem = "the blob is missing (or not of the size its descriptor gives)"
         return summary
     try:
-        with Blob(layout.blob_path(layer.digest)) as blob:
-            summary.blob = blob.info()
+        with ExitStack() as stack:
+            opened = open_layer(layout, layer, stack)
+            summary.blob = opened.blob.info()
+            if opened.archive is not None:
+                summary.target = layer.annotations.get(TURBO_TARGET_DIGEST)
+                index = opened.gzip_index
+                summary.gzip_index_entries = len(index.entries) if index is not None else None
     except FormatError as exc:
         summary.problem = exc.problem
     return summary
 
 
 def _filesystem(layout: Layout, image: FoundImage, declared: set[str | None]) -> FilesystemSummary:
-    paths = [layout.blob_path(layer.digest) for layer in image.manifest.layers]
     try:
-        with open_layers(paths) as disk:
+        with open_layers(layout, list(image.manifest.layers)) as disk:
             found = fs_type_at(disk.read)
             summary = FilesystemSummary(found, disk.virtual_size)
             if declared and declared != {found}:

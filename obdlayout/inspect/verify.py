@@ -4,9 +4,12 @@ Per image (convertor-spec.md §3, overlaybd-formats.md §1-§4):
 - every blob it names (index, manifest, config, layers) is present with the size and digest its descriptor gives;
 - each layer is an overlaybd layer: an uncompressed tar media type, and blob-digest, blob-size and version
   annotations that agree with its descriptor (§3.3); the config's rootfs.diff_ids are the layer digests (§3.4);
-- each layer blob's structure and every CRC (formats/blob.py `Blob.verify`);
-- the uuid chain: each layer's parent uuid is the uuid of the layer below it (§2.9), the bottom one has none;
-  the overlaybd baselayer is the one layer whose successor may have none (it is below the chain, §6.3);
+  or a TurboOCI layer: a gzip tar media type, the same annotations and the target's, its original layer
+  present with the digest named, its gzip index whole and of that layer, its DiffID that of the archive's tar;
+- each layer blob's structure and every CRC (formats/blob.py `Blob.verify`), a TurboOCI layer's fs meta;
+- the uuid chain of overlaybd layers: each layer's parent uuid is the uuid of the layer below it (§2.9), the
+  bottom one has none; the overlaybd baselayer is the one layer whose successor may have none (it is below the
+  chain, §6.3). TurboOCI layers carry no uuids (the Go convertor commits them without), so have no chain;
 - the merged file system: our reader walks its whole tree, and the real `e2fsck -fn` judges it when installed;
 - with a source image: its layers' uuids are their chain IDs (§2.3), and the tree equals the tree the OCI layer
   rules give for the source (source.py), path by path.
@@ -14,31 +17,41 @@ The checks of a layer blob are made once per blob, however many images share it.
 """
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ext4.errors import Ext4Error
 from ..ext4.reader import open_image
-from ..formats.blob import Blob, BlobInfo
+from ..formats.blob import BlobInfo
 from ..formats.errors import FormatError
+from ..formats.turbo_archive import GZIP_META_NAME
 from ..layers.errors import LayerError
 from ..oci.descriptor import Descriptor
+from ..oci.digest import digest_file
 from ..oci.errors import LayoutError
-from ..oci.layers import open_uncompressed
+from ..oci.layers import SNIFF_BYTES, open_uncompressed, sniff
 from ..oci.layout import Layout
 from ..oci.mediatypes import (
     CONFIG_TYPES,
+    DOCKER_LAYER_GZIP,
     DOCKER_LAYER_TAR,
+    LAYER_COMPRESSION,
+    OCI_LAYER_GZIP,
     OCI_LAYER_TAR,
     OVERLAYBD_BLOB_DIGEST,
     OVERLAYBD_BLOB_SIZE,
     OVERLAYBD_VERSION,
+    TURBO_TARGET_DIGEST,
+    TURBO_TARGET_MEDIA_TYPE,
+    Compression,
 )
 from ..oci.plan import ImagePlan, Selection, plan
 from .fsck import fsck
 from .fstree import image_tree
 from .image import FoundImage, find_images, is_overlaybd, open_layers
+from .layers import OpenedLayer, is_turbo, open_layer
 from .source import SourceTree
 from .tree import Tree, differences, display
 
@@ -46,6 +59,7 @@ from .tree import Tree, differences, display
 BASELAYER_UUID = "C02FB491-B4D4-4904-8684-A014D032AF78"
 NULL_UUID = "00000000-0000-0000-0000-000000000000"
 OVERLAYBD_LAYER_TYPES = frozenset({OCI_LAYER_TAR, DOCKER_LAYER_TAR})  # convertor-spec.md §3.1
+TURBO_LAYER_TYPES = frozenset({OCI_LAYER_GZIP, DOCKER_LAYER_GZIP})
 LOST_FOUND = b"lost+found"  # made by mkfs, no source holds it
 MAX_LISTED = 1000  # differing paths listed per image; the rest are counted
 
@@ -79,6 +93,7 @@ class _LayerState:
     path: Path
     info: BlobInfo | None  # None: the blob is absent, or could not be opened or verified
     sound: bool  # no fault found in it (its digest and size included)
+    diff_id: str | None  # what rootfs.diff_ids must say of it (None: unknown, its archive is unreadable)
 
 
 def verify(layout: Layout, tag: str | None, source: Source | None, e2fsck: str | None) -> Report:
@@ -137,21 +152,24 @@ class _Verifier:
         states = [self._layer(where, number, layer) for number, layer in enumerate(layers)]
         for number, layer in enumerate(layers):
             self._annotations(where, number, layer)
-        if config is not None:
-            self._diff_ids(where, config, layers)
         if not layers:
             self.report.fault(where, "the image has no layers")
+        if config is not None:
+            self._diff_ids(where, config, [state.diff_id for state in states])
         infos = [state.info for state in states]
-        self._chain(where, infos)
-        if source is not None:
+        turbo = any(is_turbo(layer) for layer in layers)
+        if not turbo:
+            self._chain(where, infos)
+        if source is not None and not turbo:
             self._source_uuids(where, infos, source)
         if layers and all(info is not None for info in infos):
-            self._filesystem(where, [state.path for state in states], source)
+            self._filesystem(where, list(layers), source)
         elif layers:
             self.report.note(f"{where}: the file system was not checked, as a layer blob is absent or broken")
         # A blob shared with an image checked before had its faults reported there, once.
         if self.report.faults == before and all(state.sound for state in states):
-            checks = "blobs, annotations, diff_ids, CRCs, uuid chain, file system"
+            chain = "target layers, gzip indexes" if turbo else "uuid chain"
+            checks = f"blobs, annotations, diff_ids, CRCs, {chain}, file system"
             checks += " (e2fsck clean)" if self.e2fsck else ""
             checks += ", tree equal to the source's" if source is not None else ""
             self.report.ok(f"{where}: manifest {image.descriptor.digest}, {len(layers)} layer(s): {checks}")
@@ -178,6 +196,7 @@ class _Verifier:
         label = f"{where}: layer {number}"
         before = self.report.faults
         info: BlobInfo | None = None
+        diff_id: str | None = layer.digest
         if not os.path.exists(path):
             self.report.fault(label, f"{path}: blob {layer.digest} is missing")
         else:
@@ -187,21 +206,58 @@ class _Verifier:
             except LayoutError as exc:
                 self.report.fault(label, str(exc))
             try:
-                with Blob(path) as blob:
-                    blob.verify()
-                    info = blob.info()
+                with ExitStack() as stack:
+                    opened = open_layer(self.layout, layer, stack)
+                    opened.blob.verify()
+                    info = opened.blob.info()
+                    if opened.archive is not None:
+                        diff_id = opened.archive.diff_id
+                        self._target(label, opened)
             except FormatError as exc:
                 self.report.fault(label, str(exc))
+                diff_id = diff_id if not is_turbo(layer) else None
             except OSError as exc:
                 self.report.fault(label, f"{path}: {exc.strerror}")
-        state = self._blobs[layer.digest] = _LayerState(path, info, self.report.faults == before)
+        state = self._blobs[layer.digest] = _LayerState(path, info, self.report.faults == before, diff_id)
         return state
+
+    def _target(self, label: str, opened: OpenedLayer) -> None:
+        """A TurboOCI layer's original layer: the digest its annotation names, and the gzip index of it."""
+        assert opened.target_path is not None
+        named = opened.descriptor.annotations.get(TURBO_TARGET_DIGEST)
+        actual = digest_file(opened.target_path)
+        if actual.digest != named:
+            self.report.fault(label, f"{opened.target_path}: target layer content is {actual.digest}, not {named}")
+        with opened.target_path.open("rb") as head:
+            compression = sniff(head.read(SNIFF_BYTES))
+        named_type = opened.descriptor.annotations.get(TURBO_TARGET_MEDIA_TYPE)
+        if LAYER_COMPRESSION.get(named_type or "") is not compression:
+            self.report.fault(
+                label, f"annotation {TURBO_TARGET_MEDIA_TYPE} is {named_type!r}, the target is {compression.value}"
+            )
+        index = opened.gzip_index
+        if (index is not None) != (compression is Compression.GZIP):
+            has = "has" if index is not None else "has no"
+            self.report.fault(label, f"its archive {has} {GZIP_META_NAME}, but the target is {compression.value}")
+        if index is not None:
+            index.verify()
+            if index.header.gzip_size != actual.size:
+                self.report.fault(
+                    label,
+                    f"{GZIP_META_NAME} indexes a {index.header.gzip_size}-byte gzip file; the target has {actual.size}",
+                )
 
     def _annotations(self, where: str, number: int, layer: Descriptor) -> None:
         label = f"layer {number} ({layer.digest})"
-        if layer.media_type not in OVERLAYBD_LAYER_TYPES:
+        turbo = is_turbo(layer)
+        if turbo and layer.media_type not in TURBO_LAYER_TYPES:
+            self.report.fault(where, f"{label}: media type {layer.media_type!r} is not a gzip layer tar (TurboOCI)")
+        if not turbo and layer.media_type not in OVERLAYBD_LAYER_TYPES:
             self.report.fault(where, f"{label}: media type {layer.media_type!r} is not an uncompressed layer tar")
         notes = layer.annotations
+        for key in (TURBO_TARGET_DIGEST, TURBO_TARGET_MEDIA_TYPE) if turbo else ():
+            if key not in notes:
+                self.report.fault(where, f"{label}: annotation {key} is missing")
         expected = {OVERLAYBD_BLOB_DIGEST: layer.digest, OVERLAYBD_BLOB_SIZE: str(layer.size)}
         for key, value in expected.items():
             if key not in notes:
@@ -211,20 +267,20 @@ class _Verifier:
         if OVERLAYBD_VERSION not in notes:
             self.report.fault(where, f"{label}: annotation {OVERLAYBD_VERSION} is missing")
 
-    def _diff_ids(self, where: str, config: dict[str, Any], layers: tuple[Descriptor, ...]) -> None:
+    def _diff_ids(self, where: str, config: dict[str, Any], expected: list[str | None]) -> None:
+        """`expected`: each layer's DiffID: an overlaybd blob is an uncompressed layer, so its digest; a TurboOCI
+        layer's is the digest of the tar in its archive (§3.4); None where it could not be read."""
         rootfs = config.get("rootfs")
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         if not isinstance(diff_ids, list):
             self.report.fault(where, "config has no rootfs.diff_ids list")
             return
-        if len(diff_ids) != len(layers):
-            self.report.fault(where, f"config lists {len(diff_ids)} diff_ids for {len(layers)} layers")
-        for number, (diff_id, layer) in enumerate(zip(diff_ids, layers, strict=False)):
-            if diff_id != layer.digest:
+        if len(diff_ids) != len(expected):
+            self.report.fault(where, f"config lists {len(diff_ids)} diff_ids for {len(expected)} layers")
+        for number, (diff_id, wanted) in enumerate(zip(diff_ids, expected, strict=False)):
+            if wanted is not None and diff_id != wanted:
                 self.report.fault(
-                    where,
-                    f"config rootfs.diff_ids[{number}] is {diff_id!r}, but layer {number} is {layer.digest} "
-                    "(an overlaybd blob is an uncompressed layer: its DiffID is its digest)",
+                    where, f"config rootfs.diff_ids[{number}] is {diff_id!r}, but layer {number}'s DiffID is {wanted}"
                 )
 
     def _chain(self, where: str, infos: list[BlobInfo | None]) -> None:
@@ -249,10 +305,10 @@ class _Verifier:
 
     # -- the file system ------------------------------------------------------------------------
 
-    def _filesystem(self, where: str, paths: list[Path], source: ImagePlan | None) -> None:
+    def _filesystem(self, where: str, layers: list[Descriptor], source: ImagePlan | None) -> None:
         expected = self._model(source) if source is not None else None
         try:
-            with open_layers(paths) as disk:
+            with open_layers(self.layout, layers) as disk:
                 try:
                     fs = open_image(disk.read, disk.virtual_size)
                     actual = image_tree(fs, contents=expected is not None)

@@ -84,9 +84,14 @@ OVERLAYBD_VERSION = OVERLAYBD_ANNOTATION_PREFIX + "version"
 # Set by the embedded convertor only; the userspace convertor, and so this tool, never emits it (§3.3).
 OVERLAYBD_BLOB_FS_TYPE = OVERLAYBD_ANNOTATION_PREFIX + "blob-fs-type"
 OVERLAYBD_VERSION_VALUE = "0.1.0"  # native overlaybd layers and baselayers (pkg/version/version.go)
+TURBO_VERSION_VALUE = "0.1.0-turbo.ociv1"  # TurboOCI layers (§3.3)
+# TurboOCI layers name the original layer blob their file data lies in (§3.3).
+TURBO_TARGET_DIGEST = OVERLAYBD_ANNOTATION_PREFIX + "turbo-oci/target-digest"
+TURBO_TARGET_MEDIA_TYPE = OVERLAYBD_ANNOTATION_PREFIX + "turbo-oci/target-media-type"
 
 # `artifactType` of converted manifests and indexes under --referrer (convertor-spec.md §3.1, §3.6).
 ARTIFACT_TYPE_OVERLAYBD = "application/vnd.containerd.overlaybd.native.v1+json"
+ARTIFACT_TYPE_TURBO = "application/vnd.containerd.overlaybd.turbo.v1+json"
 
 
 def is_encrypted(media_type: str) -> bool:

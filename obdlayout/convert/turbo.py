@@ -1,0 +1,109 @@
+"""The TurboOCI engine: per layer, the ext4 metadata as a warp layer over the original layer tar, and a gzip
+index, packed as the Go convertor's turbo engine publishes them (convertor-spec.md §2.7, §3.1-§3.4;
+overlaybd-formats.md §7).
+
+The original layer blob stays the data: file extents map to its uncompressed tar (ext4/placement.MapToTar),
+so converting reads and indexes each layer, and writes no file data. Per layer:
+- `ext4.fs.meta`: the committed warp LSMT in a ZFile (what `overlaybd-commit -z --turboOCI` writes);
+- `gzip.meta`: the gzip index (formats/gzindex.py), for gzip layers, built in the pass that decompresses;
+- `turboOCIv1.tar.gz`: both and the empty marker `.turbo.ociv1` (formats/turbo_archive.py says where its
+  bytes depart from Go's).
+The original blob is published too: the snapshotter fetches it by the layer's target-digest annotation.
+"""
+
+import dataclasses
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..ext4.placement import MAP_TO_TAR
+from ..formats.blob import StackLayer
+from ..formats.gzindex import GzipIndexBuilder
+from ..formats.turbo_archive import ARCHIVE_NAME, FS_META_NAMES, GZIP_META_NAME, MARKER_NAME, write_archive
+from ..oci.digest import digest_file
+from ..oci.mediatypes import (
+    ARTIFACT_TYPE_TURBO,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LAYER_TAR,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_TAR,
+    OVERLAYBD_BLOB_DIGEST,
+    OVERLAYBD_BLOB_SIZE,
+    OVERLAYBD_VERSION,
+    TURBO_TARGET_DIGEST,
+    TURBO_TARGET_MEDIA_TYPE,
+    TURBO_VERSION_VALUE,
+    Compression,
+)
+from ..oci.output import OutputLayer, overlaybd_layer
+from .artefacts import ConvertedLayer, SourceLayer
+from .errors import ConvertError
+from .native import Ext4Engine, Ext4Options
+from .workdir import WorkDir
+
+FS_META_NAME = FS_META_NAMES[0]
+
+
+class TurboOciEngine(Ext4Engine):
+    """engine.LayerEngine for TurboOCI layers, made by our ext4 writer in metadata-only mode."""
+
+    name = "turbo-oci-ext4"
+    artifact_type = ARTIFACT_TYPE_TURBO
+    needs_gzip_index = True
+
+    def __init__(self, options: Ext4Options) -> None:
+        # The fs meta is what `overlaybd-commit -z --turboOCI` writes: a ZFile, never tar-wrapped (§2.7).
+        super().__init__(dataclasses.replace(options, blob=dataclasses.replace(options.blob, tar=False)))
+
+    def base_layer(self, work: WorkDir) -> ConvertedLayer | None:
+        """The raw baselayer, published as it is (not tar-wrapped, unlike the overlaybd engine's, §2.4)."""
+        if self._base is None:
+            return None
+        base = StackLayer(self._baselayer)
+        return ConvertedLayer(overlaybd_layer(self._base), ((self._baselayer, self._base),), (base,))
+
+    def convert(self, source: SourceLayer, lowers: Sequence[ConvertedLayer], out: Path) -> ConvertedLayer:
+        compression = source.compression()
+        if compression is Compression.ZSTD:
+            raise ConvertError(
+                source.label,
+                "is zstd-compressed: TurboOCI reads its layers at random offsets, which overlaybd can do for gzip "
+                "(through a gzip index) and plain tar only; convert this image with --overlaybd",
+            )
+        gzip_meta = out / GZIP_META_NAME if compression is Compression.GZIP else None
+        index = GzipIndexBuilder(gzip_meta) if gzip_meta is not None and source.spool is None else None
+        meta = out / FS_META_NAME
+        # No uuids: the Go convertor commits TurboOCI layers without --uuid.
+        result = self.write_layer(source, lowers, meta, uuids=False, placement=MAP_TO_TAR, gzip_index=index)
+        if gzip_meta is not None and index is None:  # spooled: the index was made in that pass
+            assert source.spool is not None and source.spool.gzip_index is not None
+            shutil.copyfile(source.spool.gzip_index, gzip_meta)
+        marker = out / MARKER_NAME
+        marker.touch()
+        archive = out / ARCHIVE_NAME
+        members = [(FS_META_NAME, meta), (MARKER_NAME, marker)] + ([(GZIP_META_NAME, gzip_meta)] if gzip_meta else [])
+        diff_id = write_archive(archive, members)
+        ref = digest_file(archive)
+        target = source.plan.descriptor
+        annotations = {
+            OVERLAYBD_VERSION: TURBO_VERSION_VALUE,
+            OVERLAYBD_BLOB_DIGEST: ref.digest,
+            OVERLAYBD_BLOB_SIZE: str(ref.size),
+            TURBO_TARGET_DIGEST: target.digest,
+            TURBO_TARGET_MEDIA_TYPE: target_media_type(target.media_type, compression),
+        }
+        return ConvertedLayer(
+            OutputLayer(ref, gzip=True, annotations=annotations, diff_id=diff_id),
+            ((archive, ref), (source.blob_path, target.ref)),
+            (StackLayer(meta, source.blob_path, gzip_meta),),
+            tuple(result.apply.warnings),
+        )
+
+
+def target_media_type(source_media_type: str, compression: Compression) -> str:
+    """§3.3: the Docker family if the source layer's type is a Docker one, else OCI; gzip or plain tar as the
+    blob's bytes say."""
+    docker = source_media_type.startswith("application/vnd.docker.")
+    if compression is Compression.GZIP:
+        return DOCKER_LAYER_GZIP if docker else OCI_LAYER_GZIP
+    return DOCKER_LAYER_TAR if docker else OCI_LAYER_TAR
