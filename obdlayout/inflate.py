@@ -75,6 +75,11 @@ def _libz() -> ctypes.CDLL:
     return lib
 
 
+def zlib_version() -> str:
+    """The version of the libz this module uses."""
+    return str(_libz().zlibVersion().decode("ascii"))
+
+
 class _Inflater:
     """One z_stream; `close` (or garbage collection) frees zlib's state."""
 

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from ..api import blob_options
 from ..atomic import atomic_output
 from ..formats.blob import Blob, BlobInfo, open_stack, open_target, write_raw
 from ..formats.commit import LayerBlobWriter, pack_raw_image
@@ -20,8 +21,8 @@ from ..formats.lsmt_layout import SECTOR, is_valid_uuid
 from ..formats.source import BytesSource
 from ..formats.turbo_archive import GZIP_META_NAME, TurboArchive
 from ..oci.layers import GZIP_MAGIC
-from .formatting import human_size
-from .options import blob_options, compression_options
+from ..units import human_size
+from .options import compression_options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -242,7 +243,7 @@ def pack(
     for name, value in (("--uuid", uuid), ("--parent-uuid", parent_uuid)):
         if value is not None and not is_valid_uuid(value):
             raise click.BadParameter(f"{value!r} is not a 36-character UUID", param_hint=name)
-    options = blob_options(algorithm, block_kib, jobs, zfile=not no_zfile, tar=not no_tar)
+    options = blob_options(algorithm, int(block_kib), jobs, zfile=not no_zfile, tar=not no_tar)
     with open(image, "rb") as source:
         size = os.fstat(source.fileno()).st_size
         if size % SECTOR:

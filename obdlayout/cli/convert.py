@@ -1,21 +1,22 @@
 """`obdlayout convert SRC DST`: OCI image layout in, overlaybd image layout out."""
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
+from .. import api
 from ..convert.native import DEFAULT_BASELAYER
-from ..convert.pipeline import OVERLAYBD, TURBO_OCI, ConvertOptions, convert
 from ..convert.progress import Display, Events
 from ..errors import ObdlayoutError
 from ..oci.descriptor import Platform
 from ..oci.layout import Layout
-from ..oci.plan import Selection
-from ..units import GiB
-from .options import blob_options, compression_options
+from .options import compression_options
 
 # Flags of the Go convertor that have no meaning here, and why (convertor-spec.md §1).
 _REGISTRY = "obdlayout reads and writes local OCI layouts; move images with skopeo (see the README)"
@@ -47,18 +48,46 @@ def _rejected_options(func: Any) -> Any:
     return func
 
 
-def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[Platform, ...]:
+def _complete_tags(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The tags of SRC's index.json, for shell completion (nothing if SRC is not a layout yet)."""
+    source = ctx.params.get("src") or _source_word(os.environ.get("COMP_WORDS", ""))
     try:
-        return tuple(Platform.parse(v) for v in values)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        tags = Layout(source).tags() if source is not None else []
+    except (ObdlayoutError, OSError):
+        return []
+    return [CompletionItem(tag) for tag in tags if tag.startswith(incomplete)]
+
+
+def _source_word(words: str) -> str | None:
+    """SRC among the words being completed: click stops parsing at the option still missing its value, so it
+    never reaches the positional arguments; the shell's words (click's scripts pass them all) still hold it."""
+    try:
+        parts = shlex.split(words)
+    except ValueError:
+        return None
+    after = parts[parts.index("convert") + 1 :] if "convert" in parts else []
+    return next((word for word in after if not word.startswith("-")), None)
+
+
+def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        try:
+            Platform.parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return values
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("src", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "-i", "--input-tag", "input_tags", multiple=True, help="Tag in SRC to convert (repeatable; default: all)."
+    "-i",
+    "--input-tag",
+    "input_tags",
+    multiple=True,
+    shell_complete=_complete_tags,
+    help="Tag in SRC to convert (repeatable; default: all).",
 )
 @click.option(
     "-g", "--input-digest", "input_digests", multiple=True, help="Manifest or index digest in SRC to convert."
@@ -155,7 +184,7 @@ def convert_command(
     block_kib: str,
     oci: bool,
     referrer: bool,
-    platforms: tuple[Platform, ...],
+    platforms: tuple[str, ...],
     concurrency_limit: int,
     jobs: int,
     work_dir: Path | None,
@@ -183,49 +212,42 @@ def convert_command(
         raise click.UsageError("--fstype erofs is not supported yet")
     if output_tag and overlaybd_tag and output_tag != overlaybd_tag:
         raise click.UsageError("--output-tag and --overlaybd name different tags")
-    explicit = output_tag or overlaybd_tag
-    turbo = turbo_tag or fastoci_tag  # as in Go, --turboOCI wins over --fastoci
-    if explicit and turbo and explicit == turbo:
-        raise click.UsageError(f"the overlaybd and the TurboOCI image cannot both be tagged {turbo!r}")
+    mode = "quiet" if quiet else "bars" if sys.stderr.isatty() and not verbose else "lines"
+    events = Events()
     try:
-        tags = list(input_tags) or ([] if input_digests else Layout(src).tags())
-        if not tags and not input_digests:
-            raise click.UsageError(f"{src} has no tagged images; select one with --input-digest")
-        roots = len(tags) + len(input_digests)
-        if (explicit or turbo) and roots > 1:
-            raise click.UsageError(f"{roots} images are selected; an output tag names the result of one")
-        if not (explicit or turbo) and (input_digests or src.resolve() == dst.resolve()):
-            why = "converting in place" if src.resolve() == dst.resolve() else "an image selected by digest"
-            raise click.UsageError(f"{why} needs --output-tag or --turbo-oci")
-        output_tags: dict[str, list[str]] = {}
-        if explicit or not turbo:
-            output_tags[OVERLAYBD] = [explicit] if explicit else tags
-        if turbo:
-            output_tags[TURBO_OCI] = [turbo]
-        options = ConvertOptions(
-            mkfs=mkfs,
-            baselayer=baselayer,
-            vsize=vsize * GiB,
-            blob=blob_options(algorithm, block_kib, jobs),
-            oci=oci,
-            referrer=referrer,
-            concurrency=concurrency_limit,
-            work_dir=work_dir,
-            reserve=reserve,
-            dump_manifest=dump_manifest,
-        )
-        mode = "quiet" if quiet else "bars" if sys.stderr.isatty() and not verbose else "lines"
-        events = Events()
         with Display(events, mode):
-            report = convert(src, dst, Selection(tuple(tags), tuple(input_digests), platforms), output_tags,
-                             options, events)  # fmt: skip
+            report = api.convert(
+                src,
+                dst,
+                tags=input_tags,
+                digests=input_digests,
+                output_tag=output_tag or overlaybd_tag,
+                turbo_oci=turbo_tag or fastoci_tag,  # as in Go, --turboOCI wins over --fastoci
+                platforms=platforms,
+                mkfs=mkfs,
+                baselayer=baselayer,
+                vsize_gib=vsize,
+                algorithm=algorithm,
+                block_kib=int(block_kib),
+                jobs=jobs,
+                oci=oci,
+                referrer=referrer,
+                concurrency=concurrency_limit,
+                work_dir=work_dir,
+                reserve=reserve,
+                dump_manifest=dump_manifest,
+                events=events,
+            )
+    except api.OptionError as exc:
+        raise click.UsageError(exc.problem) from None
     except ObdlayoutError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or ''}: {exc.strerror}") from None
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps(report, indent=2))
     elif not quiet:
-        for output in report.outputs:
-            made = f"{dst}:{output.tag} = {output.digest}"
-            click.echo(f"{made} ({output.format}, from {output.source}, {report.seconds:.1f} s)", err=True)
+        seconds = report["seconds"]
+        for output in report["outputs"]:
+            made = f"{dst}:{output['tag']} = {output['digest']}"
+            click.echo(f"{made} ({output['format']}, from {output['source']}, {seconds:.1f} s)", err=True)

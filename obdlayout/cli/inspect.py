@@ -27,7 +27,7 @@ from ..inspect.verify import verify as verify_images
 from ..layers.paths import ResolveError
 from ..oci.descriptor import Platform
 from ..oci.layout import Layout
-from .formatting import human_size
+from ..units import human_size
 
 P = ParamSpec("P")
 R = TypeVar("R")

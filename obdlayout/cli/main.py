@@ -2,14 +2,21 @@
 
 import click
 
-from .. import __version__
+from .about import completion, print_version
 from .blob import blob
 from .convert import convert_command
 from .inspect import cat, extract, inspect, ls, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="obdlayout")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Show the version, the formats written and the libraries that decide output bytes.",
+)
 def cli() -> None:
     """Convert OCI image layouts into overlaybd images, and inspect overlaybd blobs.
 
@@ -24,6 +31,7 @@ cli.add_command(cat)
 cli.add_command(extract)
 cli.add_command(verify)
 cli.add_command(convert_command, name="convert")
+cli.add_command(completion)
 
 
 def main() -> None:

@@ -5,12 +5,11 @@ from typing import TypeVar
 
 import click
 
-from ..formats.commit import BlobOptions
 from ..formats.zfile_layout import BLOCK_SIZES, Algorithm
 from ..formats.zfile_writer import default_jobs
+from ..units import KiB
 
 F = TypeVar("F", bound=Callable[..., object])
-_KIB = 1024
 
 
 def compression_options(func: F) -> F:
@@ -20,16 +19,10 @@ def compression_options(func: F) -> F:
         help="Compression worker processes.",
     )(func)  # fmt: skip
     func = click.option(
-        "--bs", "block_kib", type=click.Choice([str(size // _KIB) for size in BLOCK_SIZES]), default="4",
+        "--bs", "block_kib", type=click.Choice([str(size // KiB) for size in BLOCK_SIZES]), default="4",
         show_default=True, help="ZFile block size in KiB.",
     )(func)  # fmt: skip
     return click.option(
         "--algorithm", type=click.Choice([a.name.lower() for a in Algorithm]), default="lz4", show_default=True,
         help="ZFile compression of the layer blobs.",
     )(func)  # fmt: skip
-
-
-def blob_options(algorithm: str, block_kib: str, jobs: int, zfile: bool = True, tar: bool = True) -> BlobOptions:
-    return BlobOptions(
-        compression=Algorithm.named(algorithm) if zfile else None, block_size=int(block_kib) * _KIB, tar=tar, jobs=jobs
-    )

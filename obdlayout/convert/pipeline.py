@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from ..errors import ObdlayoutError
 from ..formats.commit import DEFAULT_BLOB, BlobOptions
@@ -95,7 +96,7 @@ class ConvertReport:
     warnings: list[str]
     seconds: float
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

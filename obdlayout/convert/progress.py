@@ -23,7 +23,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-MB = 1_000_000
+from ..units import human_rate, human_size
+
 PROGRESS_INTERVAL = 0.25  # seconds between byte-count events of one layer
 
 
@@ -59,22 +60,26 @@ Event = LayerStarted | LayerProgress | LayerFinished | Message
 
 
 class Events:
-    """The sending side, usable from any process forked after it was made."""
+    """The sending side, usable from any process forked after it was made. Events nobody will show (the
+    Python API's) are dropped as they are sent: a queue nobody reads would fill and block the senders."""
 
-    def __init__(self) -> None:
-        self._queue: SimpleQueue[Event | None] = get_context("fork").SimpleQueue()
+    def __init__(self, shown: bool = True) -> None:
+        self._queue: SimpleQueue[Event | None] | None = get_context("fork").SimpleQueue() if shown else None
 
     def send(self, event: Event) -> None:
-        self._queue.put(event)
+        if self._queue is not None:
+            self._queue.put(event)
 
     def progress_callback(self, key: str) -> "ThrottledProgress":
         return ThrottledProgress(self, key)
 
     def receive(self) -> Event | None:
+        assert self._queue is not None, "events that are not shown cannot be received"
         return self._queue.get()
 
     def close(self) -> None:
-        self._queue.put(None)
+        if self._queue is not None:
+            self._queue.put(None)
 
 
 class ThrottledProgress:
@@ -97,10 +102,10 @@ class ThrottledProgress:
 class Display:
     """Shows events until the sending side closes. `mode`: "bars", "lines" or "quiet"."""
 
-    def __init__(self, events: Events, mode: str, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, events: Events, mode: str, stream: TextIO | None = None) -> None:
         self._events = events
         self._mode = mode
-        self._stream = stream
+        self._stream = stream or sys.stderr  # looked up now: a caller may have replaced sys.stderr
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
     def __enter__(self) -> "Display":
@@ -151,12 +156,11 @@ def _line(event: Event) -> str:
         return f"converting {event.label}"
     if isinstance(event, LayerFinished):
         if event.reused:
-            return f"reused     {event.label}: converted by an earlier run ({event.blob_bytes / MB:.1f} MB blob)"
-        rate = event.tar_bytes / event.seconds / MB if event.seconds else 0.0
-        return (
-            f"converted  {event.label}: {event.tar_bytes / MB:.1f} MB of tar in {event.seconds:.1f} s "
-            f"({rate:.0f} MB/s), {event.blob_bytes / MB:.1f} MB blob"
-        )
+            return f"reused     {event.label}: converted by an earlier run ({human_size(event.blob_bytes)} written)"
+        rate = human_rate(event.tar_bytes, event.seconds)
+        took = f"{event.seconds:.1f} s" + (f", {rate}" if rate else "")
+        written = human_size(event.blob_bytes)
+        return f"converted  {event.label}: {human_size(event.tar_bytes)} of tar ({took}), {written} written"
     if isinstance(event, Message):
         return f"warning: {event.text}" if event.warning else event.text
     return ""

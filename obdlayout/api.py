@@ -1,0 +1,183 @@
+"""The Python API, for pipelines that are Python already: what `obdlayout convert` and the read commands do.
+
+    import obdlayout
+
+    report = obdlayout.convert("in", "out", tags=["redis"], turbo_oci="redis-turbo")
+    with obdlayout.open_image("out", "redis-turbo") as image:
+        print(image.ls("/etc"), image.read("/etc/os-release"))
+
+`convert` returns the report `obdlayout convert --json` prints. Every error is an ObdlayoutError saying
+where and what (`OptionError` for arguments that do not fit together).
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .convert.native import DEFAULT_BASELAYER
+from .convert.pipeline import OVERLAYBD, TURBO_OCI, ConvertOptions
+from .convert.pipeline import convert as run_pipeline
+from .convert.progress import Events
+from .errors import ObdlayoutError
+from .ext4.reader import ImageFilesystem
+from .formats.commit import BlobOptions
+from .formats.zfile_layout import BLOCK_SIZES, Algorithm
+from .formats.zfile_writer import default_jobs
+from .inspect.image import FoundImage, open_filesystem, select_image
+from .inspect.listing import cat, ls
+from .oci.descriptor import Platform
+from .oci.layout import Layout
+from .oci.plan import Selection
+from .units import GiB, KiB
+
+
+class OptionError(ObdlayoutError):
+    """Arguments that cannot be used together, or a value out of range; `where` names the option."""
+
+
+def convert(
+    source: str | Path,
+    destination: str | Path,
+    *,
+    tags: Sequence[str] = (),
+    digests: Sequence[str] = (),
+    output_tag: str | None = None,
+    turbo_oci: str | None = None,
+    platforms: Sequence[str] = (),
+    mkfs: bool = True,
+    baselayer: str | Path = DEFAULT_BASELAYER,
+    vsize_gib: int = 64,
+    algorithm: str = "lz4",
+    block_kib: int = 4,
+    jobs: int | None = None,
+    oci: bool = True,
+    referrer: bool = False,
+    concurrency: int = 4,
+    work_dir: str | Path | None = None,
+    reserve: bool = False,
+    dump_manifest: bool = False,
+    events: Events | None = None,
+) -> dict[str, Any]:
+    """Convert images of the OCI layout `source` into the layout `destination` (as `obdlayout convert`).
+
+    `tags` and `digests` select what to convert (every tag when neither is given). Each result is tagged like
+    its source, or `output_tag` (the overlaybd image) and `turbo_oci` (a TurboOCI image: both may be given)
+    when one image is selected. Returns the report `--json` prints.
+    """
+    src, dst = Path(source), Path(destination)
+    chosen_tags = list(tags) or ([] if digests else Layout(src).tags())
+    if not chosen_tags and not digests:
+        raise OptionError("tags", f"{src} has no tagged images; select one by digest")
+    if output_tag and turbo_oci and output_tag == turbo_oci:
+        raise OptionError("turbo_oci", f"the overlaybd and the TurboOCI image cannot both be tagged {turbo_oci!r}")
+    roots = len(chosen_tags) + len(digests)
+    if (output_tag or turbo_oci) and roots > 1:
+        raise OptionError("output_tag", f"{roots} images are selected; an output tag names the result of one")
+    if not (output_tag or turbo_oci) and (digests or src.resolve() == dst.resolve()):
+        why = "converting in place" if src.resolve() == dst.resolve() else "an image selected by digest"
+        raise OptionError("output_tag", f"{why} needs an output tag (overlaybd or TurboOCI)")
+    output_tags: dict[str, list[str]] = {}
+    if output_tag or not turbo_oci:
+        output_tags[OVERLAYBD] = [output_tag] if output_tag else chosen_tags
+    if turbo_oci:
+        output_tags[TURBO_OCI] = [turbo_oci]
+    options = ConvertOptions(
+        mkfs=mkfs,
+        baselayer=Path(baselayer),
+        vsize=_positive("vsize_gib", vsize_gib) * GiB,
+        blob=blob_options(algorithm, block_kib, jobs),
+        oci=oci,
+        referrer=referrer,
+        concurrency=_positive("concurrency", concurrency),
+        work_dir=Path(work_dir) if work_dir is not None else None,
+        reserve=reserve,
+        dump_manifest=dump_manifest,
+    )
+    selection = Selection(tuple(chosen_tags), tuple(digests), tuple(_platform(p) for p in platforms))
+    report = run_pipeline(src, dst, selection, output_tags, options, events or Events(shown=False))
+    return report.as_dict()
+
+
+def blob_options(algorithm: str, block_kib: int, jobs: int | None, zfile: bool = True, tar: bool = True) -> BlobOptions:
+    """Layer blob options from their command-line form: an algorithm name, a ZFile block size in KiB (no
+    ZFile at all without `zfile`), compression processes (None: one per core), a tar wrapper or not."""
+    try:
+        compression = Algorithm.named(algorithm) if zfile else None
+    except ValueError as exc:
+        raise OptionError("algorithm", str(exc)) from None
+    if block_kib * KiB not in BLOCK_SIZES:
+        sizes = ", ".join(str(size // KiB) for size in BLOCK_SIZES)
+        raise OptionError("block_kib", f"{block_kib} KiB is not a ZFile block size ({sizes})")
+    return BlobOptions(compression, block_kib * KiB, tar, _positive("jobs", jobs) if jobs else default_jobs())
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise OptionError(name, f"must be at least 1, not {value}")
+    return value
+
+
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except ValueError as exc:
+        raise OptionError("platforms", str(exc)) from None
+
+
+@dataclass
+class Image:
+    """One converted image, opened for reading (its layer blobs stay open until `close`)."""
+
+    layout: Layout
+    found: FoundImage
+    fs: ImageFilesystem
+    _files: ExitStack
+
+    @property
+    def platform(self) -> str | None:
+        return str(self.found.platform) if self.found.platform else None
+
+    @property
+    def manifest_digest(self) -> str:
+        return self.found.descriptor.digest
+
+    def ls(self, path: str | bytes = "/", long: bool = False, recursive: bool = False) -> list[str]:
+        """The lines `obdlayout ls` prints."""
+        return list(ls(self.fs, _bytes(path), long, recursive))
+
+    def read(self, path: str | bytes) -> bytes:
+        """A regular file's contents (symlinks followed inside the image)."""
+        return b"".join(cat(self.fs, _bytes(path)))
+
+    def iter_read(self, path: str | bytes) -> Iterator[bytes]:
+        """A regular file's contents in pieces, for large files."""
+        return cat(self.fs, _bytes(path))
+
+    def close(self) -> None:
+        self._files.close()
+
+    def __enter__(self) -> "Image":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_image(layout: str | Path, tag: str, platform: str | None = None) -> Image:
+    """The image `tag` of a converted layout (overlaybd or TurboOCI), narrowed to `platform` when it is a
+    multi-arch one; use it as a context manager."""
+    opened = Layout(layout)
+    found = select_image(opened, tag, _platform(platform) if platform else None)
+    files = ExitStack()
+    try:
+        fs = files.enter_context(open_filesystem(opened, found))
+    except BaseException:
+        files.close()
+        raise
+    return Image(opened, found, fs, files)
+
+
+def _bytes(path: str | bytes) -> bytes:
+    return path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
