@@ -13,9 +13,13 @@ cd "$here"
 echo "== a sample OCI image layout (2 gzip layers) from fixtures/sample-rootfs"
 "$python" -m fixtures.sample_layout "$out/source" demo
 
-echo "== obdlayout convert: every layer becomes an overlaybd layer blob"
-"$obdlayout" convert "$out/source" "$out/converted" --verbose
+echo "== obdlayout convert: every layer becomes an overlaybd layer blob (and, for demo-turbo, a TurboOCI layer)"
+"$obdlayout" convert "$out/source" "$out/converted" -i demo --overlaybd demo --turbo-oci demo-turbo --verbose
 cat "$out/converted/index.json"; echo
+
+echo "== obdlayout verify: digests, annotations, CRCs, e2fsck, and each tree against the source's layers"
+"$obdlayout" verify "$out/converted:demo" --against "$out/source"
+"$obdlayout" verify "$out/converted:demo-turbo" --against "$out/source:demo"
 
 echo "== the layer blobs"
 manifest=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['manifests'][0]['digest'].split(':')[1])" "$out/converted/index.json")
