@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # skopeo: the tests check that it reads and copies what convert writes.
 SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs skopeo:skopeo
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench fuzz system-deps clean
 
 system-deps:
 	@bash scripts/system-deps.sh $(SYSTEM_DEPS)
@@ -32,6 +32,10 @@ demo: system-deps $(STAMP)
 
 bench: system-deps $(STAMP)
 	$(BIN)/python -m bench
+
+# The parser fuzz targets (tests/test_fuzz.py) with thousands of examples each instead of make test's few dozen.
+fuzz: system-deps $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

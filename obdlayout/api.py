@@ -28,8 +28,10 @@ from .formats.zfile_writer import default_jobs
 from .inspect.image import FoundImage, open_filesystem, select_image
 from .inspect.listing import cat, ls
 from .oci.descriptor import Platform
+from .oci.digest import check_digest
 from .oci.layout import Layout
 from .oci.plan import Selection
+from .oci.writer import check_tag
 from .units import GiB, KiB
 
 
@@ -78,6 +80,12 @@ def convert(
     if not (output_tag or turbo_oci) and (digests or src.resolve() == dst.resolve()):
         why = "converting in place" if src.resolve() == dst.resolve() else "an image selected by digest"
         raise OptionError("output_tag", f"{why} needs an output tag (overlaybd or TurboOCI)")
+    for name, tag in (("output_tag", output_tag), ("turbo_oci", turbo_oci)):
+        if tag:
+            try:
+                check_tag(tag)
+            except ValueError as exc:
+                raise OptionError(name, str(exc)) from None
     output_tags: dict[str, list[str]] = {}
     if output_tag or not turbo_oci:
         output_tags[OVERLAYBD] = [output_tag] if output_tag else chosen_tags
@@ -95,6 +103,11 @@ def convert(
         reserve=reserve,
         dump_manifest=dump_manifest,
     )
+    for digest in digests:
+        try:
+            check_digest(digest)
+        except ValueError as exc:
+            raise OptionError("digests", str(exc)) from None
     selection = Selection(tuple(chosen_tags), tuple(digests), tuple(_platform(p) for p in platforms))
     report = run_pipeline(src, dst, selection, output_tags, options, events or Events(shown=False))
     return report.as_dict()

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from .lifetime import PART_SUFFIX, part_prefix
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=directory)
+    fd, temp = tempfile.mkstemp(prefix=part_prefix(os.path.basename(target)), suffix=PART_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "w+b") as out:
             yield out

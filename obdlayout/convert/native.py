@@ -74,7 +74,6 @@ def build_layer(
             device = BlockDevice(virtual_size // BLOCK_SIZE, blob.lsmt, lower.read if lower else None)
             fs = Filesystem.open(device, placement) if lower else mkfs(device, placement)
             stats = apply_layer(fs, layer_tar, layer_name)
-            stats.warnings.extend(f"{layer_name}: {warning}" for warning in fs.warnings)
             fs.flush()
             device.commit()
             summary = blob.close()

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from multiprocessing import get_context
@@ -25,13 +25,14 @@ from typing import Any
 from ..errors import ObdlayoutError
 from ..formats.commit import DEFAULT_BLOB, BlobOptions
 from ..formats.gzindex import GzipIndexBuilder
+from ..lifetime import die_with_parent
 from ..oci.digest import BlobRef, encoded
 from ..oci.layers import open_uncompressed
 from ..oci.layout import Layout
 from ..oci.mediatypes import Compression
 from ..oci.output import BuiltNode, OutputOptions, build, publish
 from ..oci.plan import ImagePlan, LayerPlan, Selection, plan
-from ..oci.writer import LayoutWriter
+from ..oci.writer import LayoutWriter, check_destination, check_tag
 from ..units import STREAM_CHUNK
 from .artefacts import ConvertedLayer, SourceLayer, Spool
 from .engine import LayerEngine, layer_key
@@ -138,6 +139,12 @@ def _set_events(events: Events) -> None:
     _events = events
 
 
+def _start_worker(events: Events) -> None:
+    """In each image worker process: the events to send, and an end to it if the convert is killed."""
+    _set_events(events)
+    die_with_parent()
+
+
 def _convert_image(job: _ImageJob) -> _ImageResult:
     """One image's layers, bottom first, in every format (in a worker process)."""
     events = _events
@@ -169,8 +176,8 @@ def _convert_image(job: _ImageJob) -> _ImageResult:
                         done[i] = work.build(keys[i], convert)
             except ObdlayoutError as exc:
                 raise ConvertError("" if where in str(exc) else where, str(exc)) from None
-            except OSError as exc:
-                raise ConvertError(where, f"{exc.filename or ''}: {exc.strerror}") from None
+            except OSError as exc:  # writing the work directory (the source is read as LayoutError)
+                raise ConvertError(where, f"{exc.filename or job.work}: {exc.strerror}") from None
             for i in missing:
                 for warning in dict.fromkeys(_known(done[i]).warnings):
                     events.send(Message(warning, warning=True))
@@ -242,7 +249,7 @@ def _run_jobs(jobs: list[_ImageJob], concurrency: int, events: Events) -> list[_
         return [_convert_image(job) for job in jobs]
     # fork: the workers inherit the event queue; each runs its own ZFile compression pool.
     with ProcessPoolExecutor(
-        min(concurrency, len(jobs)), mp_context=get_context("fork"), initializer=_set_events, initargs=(events,)
+        min(concurrency, len(jobs)), mp_context=get_context("fork"), initializer=_start_worker, initargs=(events,)
     ) as pool:
         return list(pool.map(_convert_image, jobs))
 
@@ -264,6 +271,13 @@ def convert(
         raise ValueError(f"output formats must be some of {', '.join(FORMATS)}")
     if any(len(tags) != len(conversion.roots) for tags in output_tags.values()):
         raise ValueError("one output tag per selected image is needed")
+    for tags in output_tags.values():
+        for tag in tags:
+            try:
+                check_tag(tag)
+            except ValueError as exc:
+                raise ConvertError("output tag", str(exc)) from None
+    check_destination(destination)
     engines = {name: make_engine(name, options) for name in output_tags}
     for warning in conversion.warnings:
         events.send(Message(warning, warning=True))
@@ -289,10 +303,7 @@ def convert(
                 built[tag] = (made.name, build(root.node, outputs, output_options))
         if options.dump_manifest:
             _dump(work, {tag: node for tag, (_, node) in built.items()})
-        writer = LayoutWriter(destination)
-        for path, ref in blob_files.values():
-            writer.add_file(path, ref)
-        publish(writer, {tag: node for tag, (_, node) in built.items()})
+        _publish(destination, blob_files, {tag: node for tag, (_, node) in built.items()})
     sources = {tag: root for tags in output_tags.values() for root, tag in zip(conversion.roots, tags, strict=True)}
     outputs_report = [
         OutputReport(tag, name, sources[tag].node.descriptor.digest, node.descriptor.digest, node.descriptor.media_type)
@@ -300,6 +311,21 @@ def convert(
     ]
     reports = [report for result in results for report in result.reports]
     return ConvertReport(outputs_report, reports, list(conversion.warnings), round(time.perf_counter() - start, 3))
+
+
+def _publish(destination: Path, blob_files: Mapping[str, tuple[Path, BlobRef]], built: dict[str, BuiltNode]) -> None:
+    """Blobs, documents, then the tags: DST as it was if anything fails on the way."""
+    writer = LayoutWriter(destination)
+    try:
+        for path, ref in blob_files.values():
+            writer.add_file(path, ref)
+        publish(writer, built)
+    except BaseException as exc:
+        with suppress(OSError, ObdlayoutError):
+            writer.rollback()
+        if isinstance(exc, OSError):
+            raise ConvertError(str(destination), f"cannot write into it: {exc.strerror}") from None
+        raise
 
 
 def _dump(work: WorkDir, built: dict[str, BuiltNode]) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..oci.digest import digest_file
 from .artefacts import ConvertedLayer
 
 BLOB_MODE = 0o644  # layer files become layout blobs by hard link
@@ -65,18 +66,24 @@ class WorkDir:
     def _layer_dir(self, key: str) -> Path:
         return self.path / LAYERS / key
 
-    def lookup(self, key: str) -> ConvertedLayer | None:
-        """The finished layer stored under `key`, if it is whole."""
+    def lookup(self, key: str, verify: bool = True) -> ConvertedLayer | None:
+        """The finished layer stored under `key`, if it is whole: its files of the recorded sizes and, with
+        `verify`, digests. One that is not (a file changed since: damage, or a hand's edit) is removed, so
+        that the layer is converted again rather than published."""
         home = self._layer_dir(key)
         try:
             layer = ConvertedLayer.from_record(json.loads((home / RECORD).read_text()), home)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         for path, ref in layer.blobs:
+            ours = path.is_relative_to(home)  # not a source blob named by a TurboOCI layer: checked when published
             try:
-                if path.stat().st_size != ref.size:
-                    return None
+                sound = path.stat().st_size == ref.size and (not verify or not ours or digest_file(path) == ref)
             except OSError:
+                sound = False
+            if not sound:
+                if ours:
+                    shutil.rmtree(home, ignore_errors=True)
                 return None
         return layer
 
@@ -98,7 +105,7 @@ class WorkDir:
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-        stored = self.lookup(key)
+        stored = self.lookup(key, verify=False)  # just made, and hashed as it was made
         assert stored is not None, f"layer {key} is not whole in {self.path} right after it was stored"
         return stored
 

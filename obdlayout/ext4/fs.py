@@ -48,11 +48,14 @@ from .layout import (
     GroupDesc,
     Inode,
     Superblock,
+    clamp_time,
 )
 from .placement import COPY_DATA, DataPlacement
 from .xattr import XattrError, block_refcount, layout, make_attrs
 
 MAX_LINKS = 65000
+# Extents address 2^32 logical blocks: with 4 KiB blocks, 16 TiB is the largest file (ext4 docs, "Extent Tree").
+MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE
 # Old-style device numbers fit one i_block word when major and minor are both below 256.
 _OLD_DEV_LIMIT = 256
 # The new encoding (Linux's new_encode_dev) holds 12 bits of major and 20 of minor.
@@ -124,6 +127,10 @@ class Filesystem:
         if per_group != BLOCK_SIZE * 8 or not sb.get("s_inodes_per_group"):
             raise UnsupportedFilesystem(f"{per_group} blocks per group: only {BLOCK_SIZE * 8} is supported")
         groups = -(-(sb.blocks_count - sb.get("s_first_data_block")) // per_group)
+        if sb.get("s_inodes_count") > groups * sb.get("s_inodes_per_group"):
+            raise CorruptFilesystem(
+                f"{sb.get('s_inodes_count')} inodes do not fit {groups} groups of {sb.get('s_inodes_per_group')}"
+            )
         size = sb.desc_size
         if incompat & INCOMPAT_64BIT and size < DESC_SIZE_64BIT:
             raise CorruptFilesystem(f"descriptor size {size} is too small for a 64bit file system")
@@ -144,6 +151,8 @@ class Filesystem:
         if not 1 <= ino <= self.sb.get("s_inodes_count"):
             raise CorruptFilesystem(f"inode number {ino} is out of range")
         group, index = divmod(ino - 1, self.geo.inodes_per_group)
+        if group >= len(self.alloc.descs):
+            raise CorruptFilesystem(f"inode {ino} lies in group {group}; the file system has {len(self.alloc.descs)}")
         block, offset = divmod(index * self.geo.inode_size, BLOCK_SIZE)
         return self.alloc.descs[group].inode_table + block, offset
 
@@ -160,7 +169,14 @@ class Filesystem:
         self._dirty_inodes.add(ino)
         return self.inode(ino)
 
+    def _check_time(self, stamp: Stamp) -> None:
+        """The kernel clamps times outside ext4's range; so do we (Inode), saying so."""
+        seconds, _ = clamp_time(stamp.mtime, stamp.mtime_ns, self.geo.inode_size > GOOD_OLD_INODE_SIZE)
+        if seconds != stamp.mtime:
+            self.warnings.append(f"mtime {stamp.mtime} is outside ext4's range: {seconds} is stored")
+
     def _new_inode(self, file_type: int, stamp: Stamp, directory: bool = False) -> tuple[int, Inode]:
+        self._check_time(stamp)
         ino = self.alloc.alloc_inode(directory)
         mode = file_type | (stamp.mode & 0o7777)
         inode = Inode.new(self.geo.inode_size, mode, stamp.uid, stamp.gid, stamp.mtime, stamp.mtime_ns)
@@ -177,6 +193,7 @@ class Filesystem:
 
     def set_metadata(self, ino: int, stamp: Stamp) -> None:
         """New owner, permissions and times for an existing inode (its file type is kept)."""
+        self._check_time(stamp)
         inode = self.touch(ino)
         inode.set("i_mode", inode.file_type | (stamp.mode & 0o7777))
         inode.uid = stamp.uid
@@ -257,6 +274,8 @@ class Filesystem:
     def create_file(self, parent: int, name: bytes, stamp: Stamp, content: FileContent) -> int:
         """A regular file; blocks are allocated where it has data (a sparse file's holes stay holes, never
         read), and the placement strategy fills them."""
+        if content.size > MAX_FILE_SIZE:
+            raise Ext4Error(f"a file of {content.size} bytes; ext4 holds files of at most {MAX_FILE_SIZE} (16 TiB)")
         ino, inode = self._new_inode(S_IFREG, stamp)
         runs: list[Run] = []
         for first, count in _block_spans(content.size, content.regions):

@@ -14,7 +14,7 @@ from ..units import STREAM_CHUNK
 from .device import BlockDevice, LowerRead
 from .dirs import Directory
 from .errors import CorruptFilesystem
-from .fs import Filesystem
+from .fs import MAX_FILE_SIZE, Filesystem
 from .layout import (
     BLOCK_SIZE,
     COMPAT_HAS_JOURNAL,
@@ -81,6 +81,8 @@ class ImageFilesystem(Filesystem):
     def iter_data(self, inode: Inode, where: str) -> Iterator[bytes]:
         """A regular file's bytes, in order, in pieces of at most STREAM_CHUNK; holes read as zeros."""
         size = inode.size
+        if size > MAX_FILE_SIZE:
+            raise CorruptFilesystem(f"{where}: size {size} is more than an ext4 file can have")
         # Unwritten (preallocated) extents read as zeros, like holes.
         runs = sorted(run for run in self.block_mapping(inode, where).runs if not run.unwritten)
         pos = 0

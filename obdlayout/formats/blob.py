@@ -69,6 +69,7 @@ class Blob:
                     f"but only {max(available, 0)} bytes follow",
                 )
             payload = whole.window(wrapper.offset, wrapper.size, f"{self.path} (tar payload)")
+        self._tar_end = wrapper.offset + wrapper.size if wrapper is not None else None
         self.payload = payload
         self.zfile: ZFileReader | None = None
         lsmt_source: ByteSource = payload
@@ -130,7 +131,15 @@ class Blob:
             yield self.payload.pread(offset, STREAM_CHUNK)
 
     def verify(self) -> None:
-        """Every check beyond those made on opening: all block CRCs and sizes, and the ZFile trailer."""
+        """Every check beyond those made on opening: all block CRCs and sizes, the ZFile trailer, and, for a
+        tar-wrapped blob, the padding and end-of-archive blocks after the payload (zeros, as GNU tar requires)."""
+        if self._tar_end is not None:
+            for offset in range(self._tar_end, self._whole.size, STREAM_CHUNK):
+                tail = self._whole.pread(offset, STREAM_CHUNK)
+                if tail.strip(b"\0"):
+                    raise FormatError(
+                        self.path, "the tar wrapper's padding or end-of-archive blocks hold non-zero bytes"
+                    )
         z = self.zfile
         if z is None:
             return

@@ -8,10 +8,12 @@ live in anonymous shared mappings inherited by forked workers; only slot numbers
 import mmap
 from array import array
 from collections.abc import Iterator
+from contextlib import suppress
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
 
+from ..lifetime import die_with_parent
 from .crc import BLOCK_CRC_SEED, raw_crc32c
 from .zfile_layout import BLOCK_SLACK, CRC_STRUCT, JUMP_ENTRY, Algorithm, BlockCodec
 
@@ -53,6 +55,7 @@ def _work(
     tasks: "SimpleQueue[Task | None]",
     results: "SimpleQueue[Result]",
 ) -> None:
+    die_with_parent()
     codec = BlockCodec(algo)
     in_view, out_view = memoryview(inputs), memoryview(outputs)
     while (task := tasks.get()) is not None:
@@ -123,7 +126,8 @@ class CompressorPool:
     def _release(self) -> None:
         self._out_view.release()
         self._inputs.close()
-        self._outputs.close()
+        with suppress(BufferError):  # a batch view handed out is still held (by a traceback): freed with it
+            self._outputs.close()
 
     def _collect(self, block: bool) -> Iterator[tuple[memoryview, bytes]]:
         while block or not self._results.empty():

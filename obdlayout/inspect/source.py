@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..ext4.fs import MAX_FILE_SIZE
+from ..ext4.layout import clamp_time
 from ..ext4.xattr import XattrError, acl_from_disk, acl_to_disk, split_name
 from ..layers.errors import TreeError
 from ..layers.rules import PARENT_STAMP, apply_layer
@@ -33,8 +35,13 @@ class Item:
 
 
 def _item(kind: int, stamp: Stamp, directory: bool = False) -> Item:
-    node = Node(kind, stamp.mode & 0o7777, stamp.uid, stamp.gid, (stamp.mtime, stamp.mtime_ns))
+    node = Node(kind, stamp.mode & 0o7777, stamp.uid, stamp.gid, _stored_time(stamp))
     return Item(node, {} if directory else None)
+
+
+def _stored_time(stamp: Stamp) -> tuple[int, int]:
+    """The time ext4 stores (clamped to its range as the kernel and the writer clamp it)."""
+    return clamp_time(stamp.mtime, stamp.mtime_ns, extra=True)
 
 
 class SourceTree:
@@ -42,6 +49,7 @@ class SourceTree:
 
     def __init__(self) -> None:
         self._root = _item(stat.S_IFDIR, PARENT_STAMP, directory=True)
+        self.warnings: list[str] = []  # nobody reads them: the converter said them when it converted
 
     def apply(self, stream: BinaryIO, layer: str) -> None:
         """Apply one uncompressed layer tar; LayerError naming the layer and entry if it cannot be."""
@@ -77,6 +85,8 @@ class SourceTree:
         return self._add(parent, name, _item(stat.S_IFDIR, stamp, directory=True))
 
     def create_file(self, parent: Item, name: bytes, stamp: Stamp, content: FileContent) -> Item:
+        if content.size > MAX_FILE_SIZE:  # the converter refuses it, and hashing it would take days
+            raise TreeError(f"a file of {content.size} bytes; ext4 holds files of at most {MAX_FILE_SIZE}")
         item = _item(stat.S_IFREG, stamp)
         item.node.size = content.size
         item.node.sha256 = _content_hash(content)
@@ -104,7 +114,7 @@ class SourceTree:
         record = node.node
         record.mode = stamp.mode & 0o7777
         record.uid, record.gid = stamp.uid, stamp.gid
-        record.mtime = (stamp.mtime, stamp.mtime_ns)
+        record.mtime = _stored_time(stamp)
 
     def set_xattrs(self, node: Item, xattrs: Mapping[str, bytes]) -> None:
         kept: dict[str, bytes] = {}

@@ -29,6 +29,12 @@ WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
 PARENT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
 MAX_ID = 2**32 - 1  # Linux uid_t / gid_t
+# Linux's PATH_MAX: no tool that made a layer through system calls can have named a longer path; a longer
+# one would make a tree of thousands of directories, one per path component.
+MAX_PATH_BYTES = 4096
+# Far beyond real layers (a large distribution image holds a few hundred thousand entries); bounds the
+# memory a hostile layer can make the file system take.
+MAX_ENTRIES = 10_000_000
 _DEVICE_KINDS = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}
 
 N = TypeVar("N")
@@ -81,6 +87,8 @@ class _Rules(Generic[N]):
         return found
 
     def entry(self, tar: TarReader, member: TarEntry) -> None:
+        if len(member.name) > MAX_PATH_BYTES:
+            raise RuleError(f"a path of {len(member.name)} bytes; at most {MAX_PATH_BYTES} (PATH_MAX) are accepted")
         parts = clean_path(member.name)
         if not parts:
             return
@@ -190,7 +198,12 @@ def apply_layer(tree: FileTree[N], stream: BinaryIO, layer: str) -> ApplyStats:
         tar = TarReader(stream)
         for member in tar:
             rules.stats.entries += 1
+            if rules.stats.entries > MAX_ENTRIES:
+                raise LayerError(layer, f"holds more than {MAX_ENTRIES} entries, more than a layer is accepted with")
             rules.entry(tar, member)
+            if tree.warnings:
+                rules.stats.warnings.extend(f"{layer}: entry {_name(member)}: {w}" for w in tree.warnings)
+                tree.warnings.clear()
         tar.drain()
     except EntryError as exc:
         raise LayerError(layer, f"entry {_name(member)}: {exc.problem}") from None

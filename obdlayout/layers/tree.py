@@ -58,7 +58,11 @@ class FileContent:
 
 class FileTree(PathOps[N], Protocol[N]):
     """What applying a layer needs of a file system. Names are single path components (bytes); a method
-    that cannot do what is asked raises an EntryError subclass (errors.TreeError) saying why."""
+    that cannot do what is asked raises an EntryError subclass (errors.TreeError) saying why. What it does
+    but changes (an xattr it cannot hold, a time out of its range) it says in `warnings`, which the rules
+    empty after each entry, naming it."""
+
+    warnings: list[str]
 
     @property
     def root(self) -> N: ...

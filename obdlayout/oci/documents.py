@@ -11,6 +11,10 @@ from typing import Any
 from .descriptor import Descriptor
 
 SCHEMA_VERSION = 2
+# Limits on what one document may list: far above real images (a few dozen platforms, a few dozen layers;
+# overlaybd stacks at most 255 layers), and bounding the work a hostile layout can ask for.
+MAX_INDEX_ENTRIES = 10_000
+MAX_LAYERS = 1_000
 
 
 def _check_object(obj: Any, media_type: str, forbidden: tuple[str, ...]) -> dict[str, Any]:
@@ -27,9 +31,11 @@ def _check_object(obj: Any, media_type: str, forbidden: tuple[str, ...]) -> dict
     return obj
 
 
-def _descriptors(items: Any, name: str) -> tuple[Descriptor, ...]:
+def _descriptors(items: Any, name: str, limit: int) -> tuple[Descriptor, ...]:
     if not isinstance(items, list):
         raise ValueError(f"{name} is not an array")
+    if len(items) > limit:
+        raise ValueError(f"{name} lists {len(items)} descriptors; at most {limit} are read")
     found: list[Descriptor] = []
     for i, item in enumerate(items):
         try:
@@ -48,7 +54,7 @@ class Index:
     def parse(cls, obj: Any, media_type: str) -> "Index":
         """`media_type` is the one its descriptor gave (the OCI index type for index.json); ValueError if invalid."""
         fields = _check_object(obj, media_type, ("config", "layers"))
-        return cls(fields, _descriptors(fields.get("manifests"), "manifests"))
+        return cls(fields, _descriptors(fields.get("manifests"), "manifests", MAX_INDEX_ENTRIES))
 
 
 @dataclass(frozen=True)
@@ -64,4 +70,4 @@ class Manifest:
             config = Descriptor.parse(fields.get("config"))
         except ValueError as exc:
             raise ValueError(f"config: {exc}") from None
-        return cls(fields, config, _descriptors(fields.get("layers"), "layers"))
+        return cls(fields, config, _descriptors(fields.get("layers"), "layers", MAX_LAYERS))

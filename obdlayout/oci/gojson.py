@@ -19,6 +19,10 @@ from datetime import datetime
 from enum import Enum, auto
 from typing import Any
 
+# Image documents nest a few levels (a config's history, a descriptor's platform); this bounds what the
+# recursive walks over them (marshalling, comparing) can meet.
+MAX_DEPTH = 64
+
 
 class RawNumber(str):
     """A JSON number that is not an integer, kept as its literal text so that it is written back unchanged."""
@@ -29,15 +33,32 @@ def _reject_constant(name: str) -> Any:
 
 
 def parse(data: bytes) -> Any:
-    """Strict JSON (UTF-8, no NaN/Infinity); non-integer numbers come back as RawNumber. ValueError if malformed."""
+    """Strict JSON (UTF-8, no NaN/Infinity); non-integer numbers come back as RawNumber. ValueError if malformed
+    or nested more than MAX_DEPTH deep."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return json.loads(text, parse_float=RawNumber, parse_constant=_reject_constant)
+        value = json.loads(text, parse_float=RawNumber, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """Without recursion: Python's own would fail first on a hostile document."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep")
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
 
 
 class Kind(Enum):

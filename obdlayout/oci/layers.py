@@ -7,7 +7,6 @@ whatever the reader left unread is read, so a consumer that stops at the tar's e
 every check.
 """
 
-import ctypes
 import fcntl
 import hashlib
 import io
@@ -26,6 +25,7 @@ import zstandard
 from isal import igzip, isal_zlib
 
 from ..inflate import BlockInflater, Boundary, InflateError
+from ..lifetime import die_with_parent
 from ..units import STREAM_CHUNK
 from .descriptor import Descriptor
 from .digest import PREFIX
@@ -41,7 +41,6 @@ ZSTD_SKIPPABLE_TAIL = b"\x2a\x4d\x18"
 SNIFF_BYTES = 4
 READ_AHEAD_CHUNKS = 64
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named by Python only from 3.10 on some platforms
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # isal's stubs declare IsalError as an instance, not a class.
 _DECOMPRESS_ERRORS = (
     OSError,
@@ -282,7 +281,7 @@ def _run_child(produce: Callable[[BinaryIO], None], data: int, status: int) -> N
     the parent's (no atexit handlers, no buffered output of its own flushed twice)."""
     error: BaseException | None = None
     try:
-        _die_with_parent()
+        die_with_parent()
         with open(data, "wb", buffering=0) as sink:
             produce(sink)
     except BrokenPipeError:
@@ -297,11 +296,6 @@ def _run_child(produce: Callable[[BinaryIO], None], data: int, status: int) -> N
         os.write(status, report)
     finally:
         os._exit(0)
-
-
-def _die_with_parent() -> None:
-    with suppress(OSError, AttributeError):  # not Linux: the closed pipe still ends it at its next write
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import gojson
 from .descriptor import Descriptor, Platform
-from .digest import chain_ids, check_digest, layer_uuids
+from .digest import chain_ids, check_digest, encoded, layer_uuids
 from .documents import Index, Manifest
 from .errors import LayoutError
 from .layout import Layout
@@ -262,7 +262,7 @@ def _diff_ids(config: dict[str, Any]) -> list[str]:
         raise ValueError("rootfs.diff_ids is missing")
     for i, diff in enumerate(diff_ids):
         try:
-            check_digest(diff)
+            encoded(diff)  # a sha256 digest: chain IDs and layer uuids are made of it (§2.3)
         except ValueError as exc:
             raise ValueError(f"rootfs.diff_ids[{i}]: {exc}") from None
     return diff_ids

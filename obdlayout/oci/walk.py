@@ -17,6 +17,8 @@ from .mediatypes import ATTESTATION_MANIFEST, INDEX_TYPES, REFERENCE_TYPE
 
 # Real images nest indexes two or three deep; beyond this a layout is taken as hostile.
 MAX_INDEX_DEPTH = 16
+# Distinct descriptors one walk visits: bounds the documents a hostile layout makes us read.
+MAX_DESCRIPTORS = 100_000
 
 
 def is_attestation(descriptor: Descriptor) -> bool:
@@ -90,6 +92,8 @@ class IndexWalker:
             if descriptor.digest in seen:
                 continue
             seen.add(descriptor.digest)
+            if len(seen) > MAX_DESCRIPTORS:
+                raise LayoutError(descriptor.digest, f"the indexes name more than {MAX_DESCRIPTORS} descriptors")
             yield visit
             if descriptor.media_type not in INDEX_TYPES:
                 continue

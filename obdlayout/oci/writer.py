@@ -5,6 +5,9 @@
 - `index.json` is changed last, under an exclusive lock on `index.json.lock`: it is read again under the
   lock, the new tags are merged in (an entry with the same ref name is replaced, never duplicated) and the
   result replaces the file atomically. Two writers tagging at once therefore lose nothing.
+- The layout's own files are never followed through a symlink (a link planted there could make a write land
+  outside the layout); temporary files a killed writer left behind are removed by the next one; `rollback`
+  removes the blobs a writer added, for a conversion that failed before tagging anything.
 """
 
 import fcntl
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..atomic import atomic_output
+from ..lifetime import PART_SUFFIX, part_prefix, sweep_stale_parts
 from . import gojson
 from .descriptor import Descriptor
 from .digest import ALGORITHM, BlobRef, digest_stream, ref_of
@@ -49,6 +53,23 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def check_destination(root: Path) -> None:
+    """Everything about a layout to be written that can be checked before writing: it is a directory (or
+    absent), its own files are no symlinks, and its oci-layout and index.json, where present, are sound."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise LayoutError(str(root), "is not a directory (an OCI image layout is written there)")
+    for name in (LAYOUT_FILE, INDEX_FILE, LOCK_FILE, BLOBS_DIR, f"{BLOBS_DIR}/{ALGORITHM}"):
+        if (root / name).is_symlink():
+            raise LayoutError(
+                str(root / name), "is a symlink; a layout's own files must not be (refusing to follow it)"
+            )
+    if (root / LAYOUT_FILE).exists():
+        read_layout_file(root)
+    read_index_file(root)
+
+
 class PendingBlob:
     """A blob being written: write (and seek) in `file`; `ref` is known once its with-block has ended."""
 
@@ -71,11 +92,13 @@ class LayoutWriter:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        check_destination(self.root)
         self._blobs = self.root / BLOBS_DIR / ALGORITHM
         self._blobs.mkdir(parents=True, exist_ok=True)
-        if (self.root / LAYOUT_FILE).exists():
-            read_layout_file(self.root)
-        else:
+        sweep_stale_parts(self.root)
+        sweep_stale_parts(self._blobs)
+        self._added: list[Path] = []  # blobs this writer put in place, for `rollback`
+        if not (self.root / LAYOUT_FILE).exists():
             with atomic_output(self.root / LAYOUT_FILE, FILE_MODE) as out:
                 out.write(gojson.marshal({"imageLayoutVersion": LAYOUT_VERSION}, ()))
 
@@ -88,7 +111,7 @@ class LayoutWriter:
     @contextmanager
     def new_blob(self) -> Iterator[PendingBlob]:
         """Write a blob of yet unknown digest; it is hashed and renamed into place when the block ends."""
-        fd, temp = tempfile.mkstemp(prefix=".blob.", suffix=".part", dir=self._blobs)
+        fd, temp = tempfile.mkstemp(prefix=part_prefix("blob"), suffix=PART_SUFFIX, dir=self._blobs)
         try:
             with os.fdopen(fd, "w+b") as out:
                 pending = PendingBlob(out)
@@ -109,7 +132,7 @@ class LayoutWriter:
         system, else copied, under a temporary name first."""
         if self._holds(ref):
             return
-        fd, temp = tempfile.mkstemp(prefix=".blob.", suffix=".part", dir=self._blobs)
+        fd, temp = tempfile.mkstemp(prefix=part_prefix("blob"), suffix=PART_SUFFIX, dir=self._blobs)
         os.close(fd)
         os.unlink(temp)
         try:
@@ -118,6 +141,8 @@ class LayoutWriter:
             except OSError:
                 shutil.copyfile(path, temp)
                 os.chmod(temp, FILE_MODE)
+            with BlobReader(Path(temp), ref) as reader:  # a file changed since it was made is not published
+                reader.drain()
             self._install(Path(temp), ref)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
@@ -144,6 +169,14 @@ class LayoutWriter:
             temp.unlink()
         else:
             os.replace(temp, self.blob_path(ref.digest))
+            self._added.append(self.blob_path(ref.digest))
+
+    def rollback(self) -> None:
+        """Remove the blobs this writer added (under the index lock: no writer is tagging meanwhile)."""
+        with self._index_lock():
+            for path in self._added:
+                path.unlink(missing_ok=True)
+        self._added.clear()
 
     def set_tags(self, tags: Mapping[str, Descriptor]) -> None:
         """Point each tag at its descriptor in index.json, keeping every other entry and field."""
@@ -165,7 +198,10 @@ class LayoutWriter:
 
     @contextmanager
     def _index_lock(self) -> Iterator[None]:
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        except OSError as exc:
+            raise LayoutError(str(self.root / LOCK_FILE), f"cannot open the lock: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

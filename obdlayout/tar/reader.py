@@ -67,6 +67,9 @@ GNU_SPARSE = b"S"
 _EXTENSIONS = (PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK)
 _KNOWN_TYPES = (REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS, GNU_SPARSE)
 _MAX_EXTENSION = 16 * MiB  # a PAX or long-name block larger than this is not a header
+# GNU tar writes a region per run of data in a sparse file: a million is far more than real images hold,
+# and bounds the memory a hostile map can take.
+MAX_SPARSE_REGIONS = 1_000_000
 XATTR_PREFIX = b"SCHILY.xattr."
 _PAX_TIME = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
 
@@ -121,6 +124,24 @@ def _pax_int(value: bytes) -> int:
 # What a decompressing stream raises for bad input (Python's gzip: BadGzipFile, EOFError, zlib.error).
 # Our own layer streams raise a LayoutError naming the blob instead, which passes through.
 _STREAM_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _check_region_count(count: int) -> None:
+    if count > MAX_SPARSE_REGIONS:
+        raise TarFormatError(f"a sparse map of {count} regions; at most {MAX_SPARSE_REGIONS} are read")
+
+
+def _check_regions(regions: list[tuple[int, int]], size: int, stored: int) -> None:
+    """A sparse map's regions lie in order, apart, inside the file's size, and in the data stored for it."""
+    end = 0
+    data = 0
+    for offset, length in regions:
+        if offset < end or offset + length > size:
+            raise TarFormatError(f"sparse region {offset}+{length} overlaps another or ends past the size {size}")
+        end = offset + length
+        data += length
+    if data > stored:
+        raise TarFormatError(f"sparse regions hold {data} bytes; the entry stores {stored}")
 
 
 class TarReader:
@@ -270,6 +291,8 @@ class TarReader:
         elif any(key.startswith(b"GNU.sparse.") for key in pax):
             entry.sparse, entry.size = self._pax_sparse(pax, stored)
             entry.name = pax.get(b"GNU.sparse.name", entry.name)
+        if entry.sparse is not None:
+            _check_regions(entry.sparse, entry.size, stored)
         entry.data_offset = self._offset  # past old GNU sparse extension blocks and a PAX 1.0 map
         return entry
 
@@ -279,6 +302,7 @@ class TarReader:
         while extended:
             ext = self._read_exact(BLOCK)
             regions += self._gnu_map(ext, 0, GNU_EXT_ENTRIES)
+            _check_region_count(len(regions))
             extended = ext[GNU_EXT_IS_EXTENDED]
         return regions, parse_number(header_field(block, GNU_REALSIZE))
 
@@ -299,15 +323,22 @@ class TarReader:
         if b"GNU.sparse.map" in pax:
             numbers = [_pax_int(n) for n in pax[b"GNU.sparse.map"].split(b",") if n]
         elif pax.get(b"GNU.sparse.major") == b"1":
-            text = self._take(BLOCK)
-            while text.count(b"\n") < 1 or text.count(b"\n") < 1 + 2 * _pax_int(text.split(b"\n", 1)[0]):
-                text += self._take(BLOCK)
-            lines = text.split(b"\n")
-            numbers = [_pax_int(n) for n in lines[1 : 1 + 2 * _pax_int(lines[0])]]
+            chunks = [self._take(BLOCK)]
+            if b"\n" not in chunks[0]:
+                raise TarFormatError("PAX sparse map: its first line (the count) is longer than a block")
+            count = _pax_int(chunks[0].split(b"\n", 1)[0])
+            _check_region_count(count)
+            newlines = chunks[0].count(b"\n")
+            while newlines < 1 + 2 * count:
+                chunks.append(self._take(BLOCK))
+                newlines += chunks[-1].count(b"\n")
+            lines = b"".join(chunks).split(b"\n")
+            numbers = [_pax_int(n) for n in lines[1 : 1 + 2 * count]]
         else:
             raise TarFormatError("PAX sparse format 0.0 (repeated GNU.sparse.offset records) is not supported")
         if len(numbers) % 2:
             raise TarFormatError("sparse map has an odd count of numbers")
+        _check_region_count(len(numbers) // 2)
         return list(zip(numbers[::2], numbers[1::2], strict=True)), real
 
     def read_at(self, offset: int, length: int) -> bytes:

@@ -1,0 +1,53 @@
+"""Processes and temporary files end with what made them.
+
+- A forked helper (a compression worker, a layer reader, an image worker) calls `die_with_parent` first: if
+  the process that forked it is killed (SIGKILL leaves it no chance to clean up), Linux kills the helper too,
+  instead of leaving it running and holding files and locks.
+- Temporary files are named `.NAME.PID.RANDOM.part` (`part_prefix`), so that a later run can tell, and
+  remove, those a killed process left behind (`sweep_stale_parts`).
+"""
+
+import ctypes
+import os
+import re
+import signal
+from contextlib import suppress
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PART_SUFFIX = ".part"
+_PART = re.compile(r"^\..*\.(\d+)\.[^.]*\.part$")
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere)."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def part_prefix(name: str) -> str:
+    """The prefix of a temporary file for `name` (mkstemp adds the random part, the caller PART_SUFFIX)."""
+    return f".{name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
+
+
+def sweep_stale_parts(directory: Path) -> None:
+    """Remove the temporary files in `directory` whose writer process is gone."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        found = _PART.match(entry.name)
+        if found and not _alive(int(found.group(1))) and entry.is_file(follow_symlinks=False):
+            with suppress(FileNotFoundError):
+                os.unlink(entry.path)
