@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .convert.native import DEFAULT_BASELAYER
-from .convert.pipeline import OVERLAYBD, TURBO_OCI, ConvertOptions
+from .convert.pipeline import ENGINES, NATIVE, OVERLAYBD, OVERLAYBD_TOOLS, TURBO_OCI, ConvertOptions
 from .convert.pipeline import convert as run_pipeline
 from .convert.progress import Events
+from .convert.tools import DEFAULT_TOOLS_DIR
 from .errors import ObdlayoutError
 from .ext4.reader import ImageFilesystem
 from .formats.commit import BlobOptions
@@ -60,14 +61,24 @@ def convert(
     work_dir: str | Path | None = None,
     reserve: bool = False,
     dump_manifest: bool = False,
+    engine: str = NATIVE,
+    tools_dir: str | Path | None = None,
+    disable_sparse: bool = False,
     events: Events | None = None,
 ) -> dict[str, Any]:
     """Convert images of the OCI layout `source` into the layout `destination` (as `obdlayout convert`).
 
     `tags` and `digests` select what to convert (every tag when neither is given). Each result is tagged like
     its source, or `output_tag` (the overlaybd image) and `turbo_oci` (a TurboOCI image: both may be given)
-    when one image is selected. Returns the report `--json` prints.
+    when one image is selected. `engine` "overlaybd-tools" runs the overlaybd tools of `tools_dir` (default
+    /opt/overlaybd/bin) instead of our writer. Returns the report `--json` prints.
     """
+    if engine not in ENGINES:
+        raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine != OVERLAYBD_TOOLS and tools_dir is not None:
+        raise OptionError("tools_dir", f"a tools directory is for the engine {OVERLAYBD_TOOLS!r} only")
+    if engine != OVERLAYBD_TOOLS and disable_sparse:
+        raise OptionError("disable_sparse", f"sparse writable files are the engine {OVERLAYBD_TOOLS!r}'s only")
     src, dst = Path(source), Path(destination)
     chosen_tags = list(tags) or ([] if digests else Layout(src).tags())
     if not chosen_tags and not digests:
@@ -102,6 +113,9 @@ def convert(
         work_dir=Path(work_dir) if work_dir is not None else None,
         reserve=reserve,
         dump_manifest=dump_manifest,
+        engine=engine,
+        tools_dir=Path(tools_dir) if tools_dir is not None else DEFAULT_TOOLS_DIR,
+        sparse=not disable_sparse,
     )
     for digest in digests:
         try:

@@ -11,6 +11,7 @@ import ctypes
 import os
 import re
 import signal
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -19,10 +20,22 @@ PART_SUFFIX = ".part"
 _PART = re.compile(r"^\..*\.(\d+)\.[^.]*\.part$")
 
 
+def _find_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once, here: die_with_parent also runs between fork and exec (a tool's preexec_fn), where loading
+# a library could deadlock on a lock another thread of the parent held.
+_prctl = _find_prctl()
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere)."""
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def part_prefix(name: str) -> str:

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -101,3 +102,27 @@ def write_raw_image(blobs: list[Path], image: Path) -> Path:
     with ExitStack() as stack, image.open("w+b") as out:
         write_raw(open_stack(blobs, stack), out)
     return image
+
+
+def session_processes(session: int) -> list[int]:
+    """Live (not zombie) processes of a session."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def session_gone(session: int, within: float = 5.0) -> bool:
+    end = time.monotonic() + within
+    while session_processes(session):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True

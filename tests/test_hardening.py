@@ -19,7 +19,7 @@ from obdlayout.lifetime import part_prefix
 from obdlayout.oci.mediatypes import OCI_CONFIG, OCI_MANIFEST
 
 from .oci_layouts import LayoutBuilder, sha256
-from .shared import fixture_layers, require_tool, shared
+from .shared import fixture_layers, require_tool, session_gone, session_processes, shared
 from .test_convert import run, snapshot, tagged
 from .test_inspect_support import run as run_command
 from .test_inspect_support import source_layout
@@ -52,30 +52,6 @@ def _blob_path(layout: Path, digest: str) -> Path:
 # -- 1, and the kill test ------------------------------------------------------------------------------
 
 
-def _session_processes(session: int) -> list[int]:
-    """Live (not zombie) processes of a session."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def _gone(session: int, within: float = 5.0) -> bool:
-    end = time.monotonic() + within
-    while _session_processes(session):
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.fixture(scope="module")
 def kill_source(tmp_path_factory: Factory) -> Path:
     """Several layers and enough data that compression workers and layer readers are at work when killed."""
@@ -105,7 +81,9 @@ def test_killed_converts_leave_no_process_and_no_file_and_a_rerun_completes(tmp_
         time.sleep(rng.uniform(0.05, 2.0))
         proc.kill()
         proc.wait()
-        assert _gone(proc.pid), f"kill {attempt}: processes of the convert survive: {_session_processes(proc.pid)}"
+        assert session_gone(proc.pid), (
+            f"kill {attempt}: processes of the convert survive: {session_processes(proc.pid)}"
+        )
         now = snapshot(out)
         if now["index.json"] == before["index.json"]:
             continue  # killed before it tagged: the old tags still name whole images

@@ -12,7 +12,9 @@ from click.shell_completion import CompletionItem
 
 from .. import api
 from ..convert.native import DEFAULT_BASELAYER
+from ..convert.pipeline import ENGINES, NATIVE
 from ..convert.progress import Display, Events
+from ..convert.tools import DEFAULT_TOOLS_DIR
 from ..errors import ObdlayoutError
 from ..oci.descriptor import Platform
 from ..oci.layout import Layout
@@ -31,7 +33,6 @@ _REJECTED = {
     "--no-upload": "nothing is uploaded: the output is the local layout DST",
     "--db-str": "the layer dedup database is not supported yet",
     "--db-type": "the layer dedup database is not supported yet",
-    "--disable-sparse": "it concerns the overlaybd tools' writable files, which obdlayout never creates",
 }
 
 
@@ -43,7 +44,7 @@ def _reject(ctx: click.Context, param: click.Parameter, value: Any) -> None:
 
 def _rejected_options(func: Any) -> Any:
     for flag, _ in reversed(list(_REJECTED.items())):
-        is_flag = flag in ("--plain", "--insecure", "--no-upload", "--disable-sparse")
+        is_flag = flag in ("--plain", "--insecure", "--no-upload")
         func = click.option(flag, hidden=True, is_flag=is_flag, expose_value=False, callback=_reject)(func)
     return func
 
@@ -163,6 +164,25 @@ def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 )
 @click.option("--reserve", is_flag=True, help="Keep the work directory.")
 @click.option("--dump-manifest", is_flag=True, help="Write every config, manifest and index into the work directory.")
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=NATIVE,
+    show_default=True,
+    help="What makes the layers: obdlayout's own writer (native, needs nothing installed), or the overlaybd "
+    "tools, run per layer exactly as the Go convertor runs them (overlaybd-tools).",
+)
+@click.option(
+    "--tools-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"Where the overlaybd tools are, with --engine overlaybd-tools  [default: {DEFAULT_TOOLS_DIR}]",
+)
+@click.option(
+    "--disable-sparse",
+    is_flag=True,
+    help="With --engine overlaybd-tools: create the overlaybd layers' writable files without -s (the TurboOCI "
+    "engine always makes them sparse, as the Go convertor does).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="A line per layer even on a terminal.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (digests, sizes, seconds) on stdout.")
@@ -190,6 +210,9 @@ def convert_command(
     work_dir: Path | None,
     reserve: bool,
     dump_manifest: bool,
+    engine: str,
+    tools_dir: Path | None,
+    disable_sparse: bool,
     verbose: bool,
     quiet: bool,
     as_json: bool,
@@ -236,6 +259,9 @@ def convert_command(
                 work_dir=work_dir,
                 reserve=reserve,
                 dump_manifest=dump_manifest,
+                engine=engine,
+                tools_dir=tools_dir,
+                disable_sparse=disable_sparse,
                 events=events,
             )
     except api.OptionError as exc:

@@ -1,5 +1,7 @@
 """What an engine is given for one layer, and what it gives back (engine.py describes the seam)."""
 
+import os
+import shutil
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -13,6 +15,7 @@ from ..oci.layout import Layout
 from ..oci.mediatypes import Compression
 from ..oci.output import OutputLayer
 from ..oci.plan import LayerPlan
+from ..units import STREAM_CHUNK
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,20 @@ class SourceLayer:
         if self.spool is not None:
             return self.spool.tar.open("rb")
         return open_uncompressed(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress, gzip_observer)
+
+    def save_tar(self, path: Path) -> None:
+        """The uncompressed tar (checked as by `open_tar`) written to the new file `path`."""
+        if self.spool is not None:
+            os.link(self.spool.tar, path)  # the work directory holds both
+            return
+        with self.open_tar() as tar, path.open("xb") as out:
+            shutil.copyfileobj(tar, out, STREAM_CHUNK)
+
+    def check(self) -> None:
+        """Read the layer through: LayoutError unless its blob digest and DiffID are right."""
+        if self.spool is None:
+            with self.open_tar():
+                pass  # open_tar reads the rest of the stream when its block ends
 
 
 @dataclass(frozen=True)

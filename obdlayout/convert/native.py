@@ -1,10 +1,13 @@
-"""The native engine: each layer applied by our own ext4 writer and written as an overlaybd layer blob.
+"""The overlaybd engines' shared part, and the native one: each layer applied by our own ext4 writer and
+written as an overlaybd layer blob.
 
 What `overlaybd-create`, `overlaybd-apply` and `overlaybd-commit -z -t` make for the Go convertor
 (convertor-spec.md §2.3-§2.5), with no overlaybd tool: only the blocks a layer changes are written.
+The engine running those tools (tools_engines.py) shares everything here but how the blob is made.
 """
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -85,7 +88,7 @@ def build_layer(
 
 @dataclass(frozen=True)
 class Ext4Options:
-    """What decides the bytes of an engine that writes ext4 with our writer."""
+    """What decides the bytes of an engine that writes ext4 images."""
 
     mkfs: bool = True  # a new file system in the first layer; else start from `baselayer`
     baselayer: Path = DEFAULT_BASELAYER
@@ -93,8 +96,38 @@ class Ext4Options:
     blob: BlobOptions = DEFAULT_BLOB
 
 
+def write_native_layer(
+    options: Ext4Options,
+    source: SourceLayer,
+    lowers: Sequence[ConvertedLayer],
+    path: Path,
+    *,
+    uuids: bool,
+    placement: DataPlacement = COPY_DATA,
+    gzip_index: BlockObserver | None = None,
+) -> LayerResult:
+    """The layer blob at `path`, by our writer: `source` applied on `lowers`; with `uuids`, the chain's (§2.3)."""
+    with source.open_tar(gzip_index) as tar, path.open("w+b") as sink:
+        return build_layer(
+            sink,
+            tar,
+            lowers=stack_of(lowers),
+            layer_name=source.label,
+            vsize=options.vsize,
+            uuid=source.plan.uuid if uuids else None,
+            parent_uuid=source.plan.parent_uuid if uuids else None,
+            options=options.blob,
+            placement=placement,
+        )
+
+
+def stack_of(lowers: Sequence[ConvertedLayer]) -> list[StackLayer]:
+    """The stack a layer is converted on, bottom first."""
+    return [layer for lower in lowers for layer in lower.lower]
+
+
 class Ext4Engine:
-    """What the engines writing ext4 with our writer share: the baselayer with --no-mkfs, and their identity."""
+    """What the engines writing ext4 images share: the baselayer with --no-mkfs, and their identity."""
 
     name = ""
 
@@ -104,30 +137,6 @@ class Ext4Engine:
         # The baselayer's digest is part of every layer's identity; reading it now also finds a missing
         # or unreadable baselayer before any work starts.
         self._base = None if options.mkfs else baselayer_ref(self._baselayer)
-
-    def write_layer(
-        self,
-        source: SourceLayer,
-        lowers: Sequence[ConvertedLayer],
-        path: Path,
-        *,
-        uuids: bool,
-        placement: DataPlacement = COPY_DATA,
-        gzip_index: BlockObserver | None = None,
-    ) -> LayerResult:
-        """The layer blob at `path`: `source` applied on `lowers`; with `uuids`, the chain's (§2.3)."""
-        with source.open_tar(gzip_index) as tar, path.open("w+b") as sink:
-            return build_layer(
-                sink,
-                tar,
-                lowers=[layer for lower in lowers for layer in lower.lower],
-                layer_name=source.label,
-                vsize=self.options.vsize,
-                uuid=source.plan.uuid if uuids else None,
-                parent_uuid=source.plan.parent_uuid if uuids else None,
-                options=self.options.blob,
-                placement=placement,
-            )
 
     def identity(self) -> dict[str, object]:
         options = self.options
@@ -141,10 +150,9 @@ class Ext4Engine:
         }
 
 
-class NativeExt4Engine(Ext4Engine):
-    """engine.LayerEngine for overlaybd layers, made by our ext4 writer."""
+class OverlaybdEngine(Ext4Engine, ABC):
+    """engine.LayerEngine for overlaybd layers; `write_commit` makes the blob."""
 
-    name = "native-ext4"
     artifact_type = ARTIFACT_TYPE_OVERLAYBD
     needs_gzip_index = False
 
@@ -168,9 +176,23 @@ class NativeExt4Engine(Ext4Engine):
 
     def convert(self, source: SourceLayer, lowers: Sequence[ConvertedLayer], out: Path) -> ConvertedLayer:
         blob = out / COMMIT_NAME
-        result = self.write_layer(source, lowers, blob, uuids=True)
+        warnings = self.write_commit(source, lowers, blob)
         ref = digest_file(blob)
-        return ConvertedLayer(overlaybd_layer(ref), ((blob, ref),), (StackLayer(blob),), tuple(result.apply.warnings))
+        return ConvertedLayer(overlaybd_layer(ref), ((blob, ref),), (StackLayer(blob),), warnings)
+
+    @abstractmethod
+    def write_commit(self, source: SourceLayer, lowers: Sequence[ConvertedLayer], blob: Path) -> tuple[str, ...]:
+        """Write the layer blob `blob` (in the layer's directory): `source` applied on `lowers`, with the chain's
+        uuids. Returns the warnings to show."""
+
+
+class NativeExt4Engine(OverlaybdEngine):
+    """Overlaybd layers made by our ext4 writer."""
+
+    name = "native-ext4"
+
+    def write_commit(self, source: SourceLayer, lowers: Sequence[ConvertedLayer], blob: Path) -> tuple[str, ...]:
+        return tuple(write_native_layer(self.options, source, lowers, blob, uuids=True).apply.warnings)
 
 
 def baselayer_ref(path: Path) -> BlobRef:

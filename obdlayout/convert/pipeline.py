@@ -39,12 +39,17 @@ from .engine import LayerEngine, layer_key
 from .errors import ConvertError
 from .native import DEFAULT_BASELAYER, DEFAULT_VSIZE, Ext4Options, NativeExt4Engine
 from .progress import Events, LayerFinished, LayerStarted, Message, ThrottledProgress
-from .turbo import TurboOciEngine
+from .tools import DEFAULT_TOOLS_DIR
+from .tools_engines import ToolsOverlaybdEngine, ToolsTurboOciEngine
+from .turbo import NativeTurboOciEngine
 from .workdir import WorkDir, default_work_dir
 
 OVERLAYBD = "overlaybd"
 TURBO_OCI = "turbo-oci"
 FORMATS = (OVERLAYBD, TURBO_OCI)
+NATIVE = "native"  # our own ext4 writer and blob formats
+OVERLAYBD_TOOLS = "overlaybd-tools"  # the overlaybd tools, run as the Go convertor runs them
+ENGINES = (NATIVE, OVERLAYBD_TOOLS)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ class ConvertOptions:
     work_dir: Path | None = None
     reserve: bool = False
     dump_manifest: bool = False
+    engine: str = NATIVE
+    tools_dir: Path = DEFAULT_TOOLS_DIR
+    sparse: bool = True  # the overlaybd tools' writable files (overlaybd-create -s)
 
 
 @dataclass
@@ -126,9 +134,15 @@ class _ImageResult:
 
 
 def make_engine(name: str, options: ConvertOptions) -> LayerEngine:
-    """The engine of an output format, from the options."""
+    """The engine of an output format, from the options (the one place the engine is chosen); a ConvertError
+    if it cannot run (a missing baselayer or tool)."""
     ext4 = Ext4Options(options.mkfs, options.baselayer, options.vsize, options.blob)
-    return TurboOciEngine(ext4) if name == TURBO_OCI else NativeExt4Engine(ext4)
+    if options.engine == OVERLAYBD_TOOLS:
+        keep = options.reserve
+        if name == TURBO_OCI:
+            return ToolsTurboOciEngine(ext4, options.tools_dir, keep_files=keep)
+        return ToolsOverlaybdEngine(ext4, options.tools_dir, sparse=options.sparse, keep_files=keep)
+    return NativeTurboOciEngine(ext4) if name == TURBO_OCI else NativeExt4Engine(ext4)
 
 
 _events: Events | None = None
@@ -269,6 +283,8 @@ def convert(
     conversion = plan(layout, selection)
     if not output_tags or any(name not in FORMATS for name in output_tags):
         raise ValueError(f"output formats must be some of {', '.join(FORMATS)}")
+    if options.engine not in ENGINES:
+        raise ValueError(f"the engine must be one of {', '.join(ENGINES)}")
     if any(len(tags) != len(conversion.roots) for tags in output_tags.values()):
         raise ValueError("one output tag per selected image is needed")
     for tags in output_tags.values():

@@ -1,6 +1,6 @@
-"""The TurboOCI engine: per layer, the ext4 metadata as a warp layer over the original layer tar, and a gzip
-index, packed as the Go convertor's turbo engine publishes them (convertor-spec.md §2.7, §3.1-§3.4;
-overlaybd-formats.md §7).
+"""The TurboOCI engines' shared part, and the native one: per layer, the ext4 metadata as a warp layer over
+the original layer tar, and a gzip index, packed as the Go convertor's turbo engine publishes them
+(convertor-spec.md §2.7, §3.1-§3.4; overlaybd-formats.md §7).
 
 The original layer blob stays the data: file extents map to its uncompressed tar (ext4/placement.MapToTar),
 so converting reads and indexes each layer, and writes no file data. Per layer:
@@ -9,10 +9,13 @@ so converting reads and indexes each layer, and writes no file data. Per layer:
 - `turboOCIv1.tar.gz`: both and the empty marker `.turbo.ociv1` (formats/turbo_archive.py says where its
   bytes depart from Go's).
 The original blob is published too: the snapshotter fetches it by the layer's target-digest annotation.
+The engine running the overlaybd tools (tools_engines.py) shares everything here but how fs.meta and
+gzip.meta are made.
 """
 
 import dataclasses
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,18 +41,16 @@ from ..oci.mediatypes import (
 from ..oci.output import OutputLayer, overlaybd_layer
 from .artefacts import ConvertedLayer, SourceLayer
 from .errors import ConvertError
-from .native import Ext4Engine, Ext4Options
+from .native import Ext4Engine, Ext4Options, write_native_layer
 from .workdir import WorkDir
 
 FS_META_NAME = FS_META_NAMES[0]
 
 
-class TurboOciEngine(Ext4Engine):
-    """engine.LayerEngine for TurboOCI layers, made by our ext4 writer in metadata-only mode."""
+class TurboOciEngine(Ext4Engine, ABC):
+    """engine.LayerEngine for TurboOCI layers; `write_meta` makes the fs meta (and the gzip index)."""
 
-    name = "turbo-oci-ext4"
     artifact_type = ARTIFACT_TYPE_TURBO
-    needs_gzip_index = True
 
     def __init__(self, options: Ext4Options) -> None:
         # The fs meta is what `overlaybd-commit -z --turboOCI` writes: a ZFile, never tar-wrapped (§2.7).
@@ -71,13 +72,8 @@ class TurboOciEngine(Ext4Engine):
                 "(through a gzip index) and plain tar only; convert this image with --overlaybd",
             )
         gzip_meta = out / GZIP_META_NAME if compression is Compression.GZIP else None
-        index = GzipIndexBuilder(gzip_meta) if gzip_meta is not None and source.spool is None else None
         meta = out / FS_META_NAME
-        # No uuids: the Go convertor commits TurboOCI layers without --uuid.
-        result = self.write_layer(source, lowers, meta, uuids=False, placement=MAP_TO_TAR, gzip_index=index)
-        if gzip_meta is not None and index is None:  # spooled: the index was made in that pass
-            assert source.spool is not None and source.spool.gzip_index is not None
-            shutil.copyfile(source.spool.gzip_index, gzip_meta)
+        warnings = self.write_meta(source, lowers, meta, gzip_meta)
         marker = out / MARKER_NAME
         marker.touch()
         archive = out / ARCHIVE_NAME
@@ -96,8 +92,35 @@ class TurboOciEngine(Ext4Engine):
             OutputLayer(ref, gzip=True, annotations=annotations, diff_id=diff_id),
             ((archive, ref), (source.blob_path, target.ref)),
             (StackLayer(meta, source.blob_path, gzip_meta),),
-            tuple(result.apply.warnings),
+            warnings,
         )
+
+    @abstractmethod
+    def write_meta(
+        self, source: SourceLayer, lowers: Sequence[ConvertedLayer], meta: Path, gzip_meta: Path | None
+    ) -> tuple[str, ...]:
+        """Write the fs meta `meta` (in the layer's directory): `source` applied on `lowers` as a warp layer over
+        the source blob, and for a gzip layer its index `gzip_meta`. Returns the warnings to show."""
+
+
+class NativeTurboOciEngine(TurboOciEngine):
+    """TurboOCI layers made by our ext4 writer in metadata-only mode."""
+
+    name = "turbo-oci-ext4"
+    needs_gzip_index = True
+
+    def write_meta(
+        self, source: SourceLayer, lowers: Sequence[ConvertedLayer], meta: Path, gzip_meta: Path | None
+    ) -> tuple[str, ...]:
+        index = GzipIndexBuilder(gzip_meta) if gzip_meta is not None and source.spool is None else None
+        # No uuids: the Go convertor commits TurboOCI layers without --uuid.
+        result = write_native_layer(
+            self.options, source, lowers, meta, uuids=False, placement=MAP_TO_TAR, gzip_index=index
+        )
+        if gzip_meta is not None and index is None:  # spooled: the index was made in that pass
+            assert source.spool is not None and source.spool.gzip_index is not None
+            shutil.copyfile(source.spool.gzip_index, gzip_meta)
+        return tuple(result.apply.warnings)
 
 
 def target_media_type(source_media_type: str, compression: Compression) -> str:
