@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # e2fsprogs: e2fsck/debugfs check images, mke2fs builds the demo's sample file system;
-# skopeo: the tests check that it reads and copies what convert writes.
-SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs skopeo:skopeo
+# skopeo: registry transport, and the tests check that it reads and copies what convert writes;
+# docker-registry, htpasswd (apache2-utils), openssl: the registry tests run a real registry (HTTP, HTTPS, auth).
+SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs skopeo:skopeo \
+	docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl
 
 .PHONY: demo test lint bench fuzz system-deps clean
 

@@ -12,7 +12,7 @@ where and what (`OptionError` for arguments that do not fit together).
 
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from .oci.digest import check_digest
 from .oci.layout import Layout
 from .oci.plan import Selection
 from .oci.writer import check_tag
+from .registry.flow import UNTAGGED_SOURCE, RemoteOptions, convert_remote
+from .registry.refs import DOCKER, DirRef, LayoutRef, Location, LocationError, RegistryRef, parse_location
+from .registry.skopeo import TlsOptions
 from .units import GiB, KiB
 
 
@@ -41,9 +44,10 @@ class OptionError(ObdlayoutError):
 
 
 def convert(
-    source: str | Path,
-    destination: str | Path,
+    source: str | Path | None = None,
+    destination: str | Path | None = None,
     *,
+    repository: str | None = None,
     tags: Sequence[str] = (),
     digests: Sequence[str] = (),
     output_tag: str | None = None,
@@ -64,14 +68,21 @@ def convert(
     engine: str = NATIVE,
     tools_dir: str | Path | None = None,
     disable_sparse: bool = False,
+    credentials: str | None = None,
+    tls: TlsOptions | None = None,
+    no_upload: bool = False,
     events: Events | None = None,
 ) -> dict[str, Any]:
-    """Convert images of the OCI layout `source` into the layout `destination` (as `obdlayout convert`).
+    """Convert images from `source` into `destination` (as `obdlayout convert`).
 
-    `tags` and `digests` select what to convert (every tag when neither is given). Each result is tagged like
-    its source, or `output_tag` (the overlaybd image) and `turbo_oci` (a TurboOCI image: both may be given)
-    when one image is selected. `engine` "overlaybd-tools" runs the overlaybd tools of `tools_dir` (default
-    /opt/overlaybd/bin) instead of our writer. Returns the report `--json` prints.
+    Either is an OCI layout directory, `oci:DIR[:TAG]`, `dir:DIR` (skopeo's format) or
+    `docker://HOST/REPO[:TAG]` (through skopeo, with `credentials` "USER:PASSWORD" and `tls`); or instead of
+    both, `repository` "HOST/REPO" with one tag (or digest) in `tags` (`digests`), converted into the same
+    repository (the Go convertor's -r). In a layout, `tags` and `digests` select what to convert (every tag
+    when neither is given). Each result is tagged like its source, or `output_tag` (the overlaybd image) and
+    `turbo_oci` (a TurboOCI image: both may be given) when one image is selected. `engine` "overlaybd-tools"
+    runs the overlaybd tools of `tools_dir` (default /opt/overlaybd/bin) instead of our writer. Returns the
+    report `--json` prints.
     """
     if engine not in ENGINES:
         raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -79,18 +90,26 @@ def convert(
         raise OptionError("tools_dir", f"a tools directory is for the engine {OVERLAYBD_TOOLS!r} only")
     if engine != OVERLAYBD_TOOLS and disable_sparse:
         raise OptionError("disable_sparse", f"sparse writable files are the engine {OVERLAYBD_TOOLS!r}'s only")
-    src, dst = Path(source), Path(destination)
-    chosen_tags = list(tags) or ([] if digests else Layout(src).tags())
-    if not chosen_tags and not digests:
-        raise OptionError("tags", f"{src} has no tagged images; select one by digest")
+    ends = _ends(source, destination, repository, tags, digests, output_tag)
+    src, dst, tags, digests, output_tag = ends.source, ends.destination, ends.tags, ends.digests, ends.output_tag
+    remote = not (isinstance(src, LayoutRef) and isinstance(dst, LayoutRef))
+    if not remote and (credentials or tls or no_upload):
+        raise OptionError("credentials", "credentials, TLS options and --no-upload are for registries")
+    if isinstance(src, LayoutRef):
+        chosen_tags = list(tags) or ([] if digests else Layout(src.path).tags())
+        if not chosen_tags and not digests:
+            raise OptionError("tags", f"{src.path} has no tagged images; select one by digest")
+    else:
+        chosen_tags = list(tags)
     if output_tag and turbo_oci and output_tag == turbo_oci:
         raise OptionError("turbo_oci", f"the overlaybd and the TurboOCI image cannot both be tagged {turbo_oci!r}")
     roots = len(chosen_tags) + len(digests)
     if (output_tag or turbo_oci) and roots > 1:
         raise OptionError("output_tag", f"{roots} images are selected; an output tag names the result of one")
-    if not (output_tag or turbo_oci) and (digests or src.resolve() == dst.resolve()):
-        why = "converting in place" if src.resolve() == dst.resolve() else "an image selected by digest"
-        raise OptionError("output_tag", f"{why} needs an output tag (overlaybd or TurboOCI)")
+    if not (output_tag or turbo_oci):
+        why = _why_an_output_tag(src, dst, bool(digests))
+        if why:
+            raise OptionError("output_tag", f"{why} needs an output tag (overlaybd or TurboOCI)")
     for name, tag in (("output_tag", output_tag), ("turbo_oci", turbo_oci)):
         if tag:
             try:
@@ -123,8 +142,90 @@ def convert(
         except ValueError as exc:
             raise OptionError("digests", str(exc)) from None
     selection = Selection(tuple(chosen_tags), tuple(digests), tuple(_platform(p) for p in platforms))
-    report = run_pipeline(src, dst, selection, output_tags, options, events or Events(shown=False))
-    return report.as_dict()
+    events = events or Events(shown=False)
+    if not remote:
+        assert isinstance(src, LayoutRef) and isinstance(dst, LayoutRef)
+        return run_pipeline(src.path, dst.path, selection, output_tags, options, events).as_dict()
+    access = RemoteOptions(credentials, tls or TlsOptions(), no_upload)
+    return convert_remote(src, dst, selection, output_tags, options, access, events)
+
+
+@dataclass(frozen=True)
+class _Ends:
+    source: Location
+    destination: Location
+    tags: Sequence[str]
+    digests: Sequence[str]
+    output_tag: str | None
+
+
+def _ends(
+    source: str | Path | None,
+    destination: str | Path | None,
+    repository: str | None,
+    tags: Sequence[str],
+    digests: Sequence[str],
+    output_tag: str | None,
+) -> _Ends:
+    """Where from and where to, with the tags each names folded into the selection and the output tag."""
+    if repository is not None:
+        if source is not None or destination is not None:
+            raise OptionError("repository", "-r names both the source and the destination: give no SRC or DST")
+        repo = _location("repository", DOCKER + repository)
+        if not isinstance(repo, RegistryRef) or repo.tag or repo.digest:
+            raise OptionError("repository", f"{repository!r} is not a repository (HOST/REPO, with no tag)")
+        if len(tags) + len(digests) != 1:
+            raise OptionError("tags", "-r converts one image: give one -i TAG or -g DIGEST")
+        image = repo.with_tag(tags[0]) if tags else repo.with_digest(digests[0])
+        return _Ends(image, repo, tags, digests, output_tag)
+    if source is None or destination is None:
+        raise OptionError("source", "give SRC and DST, or -r REPOSITORY")
+    src = _location("source", source)
+    dst = _location("destination", destination)
+    if isinstance(src, LayoutRef) and src.tag:
+        if tags and list(tags) != [src.tag]:
+            raise OptionError("tags", f"{source} names the tag {src.tag!r} already")
+        tags = [src.tag]
+    elif isinstance(src, RegistryRef):
+        if tags or digests:
+            raise OptionError("tags", f"{source} names its image: -i and -g are for layouts and -r")
+        if not (src.tag or src.digest):
+            raise OptionError("source", f"{source} names no tag or digest")
+        tags, digests = ([], [src.digest]) if src.digest else ([str(src.tag)], [])
+    elif isinstance(src, DirRef):
+        if tags or digests:
+            raise OptionError("tags", f"{source} holds one image: -i and -g are for layouts and -r")
+        tags = [UNTAGGED_SOURCE]
+    if isinstance(dst, RegistryRef) and dst.digest:
+        raise OptionError("destination", f"{destination}: images are pushed to a tag, not a digest")
+    if isinstance(dst, (LayoutRef, RegistryRef)) and dst.tag:
+        if output_tag and output_tag != dst.tag:
+            raise OptionError("output_tag", f"{destination} names the tag {dst.tag!r} already")
+        output_tag = dst.tag
+        dst = replace(dst, tag=None)
+    return _Ends(src, dst, tags, digests, output_tag)
+
+
+def _location(name: str, text: str | Path) -> Location:
+    if isinstance(text, Path):
+        return LayoutRef(text)
+    try:
+        return parse_location(text)
+    except LocationError as exc:
+        raise OptionError(name, str(exc)) from None
+
+
+def _why_an_output_tag(src: Location, dst: Location, by_digest: bool) -> str:
+    """Why the results cannot be tagged like their sources, if they cannot."""
+    if isinstance(dst, RegistryRef):
+        return "pushing to a registry"  # never over the source's own tag by default
+    if isinstance(src, DirRef):
+        return "an image from a dir: directory"
+    if by_digest:
+        return "an image selected by digest"
+    if isinstance(src, LayoutRef) and isinstance(dst, LayoutRef) and src.path.resolve() == dst.path.resolve():
+        return "converting in place"
+    return ""
 
 
 def blob_options(algorithm: str, block_kib: int, jobs: int | None, zfile: bool = True, tar: bool = True) -> BlobOptions:

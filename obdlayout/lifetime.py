@@ -10,6 +10,7 @@
 import ctypes
 import os
 import re
+import shutil
 import signal
 from collections.abc import Callable
 from contextlib import suppress
@@ -54,13 +55,17 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_stale_parts(directory: Path) -> None:
-    """Remove the temporary files in `directory` whose writer process is gone."""
+    """Remove the temporary files (and directories) in `directory` whose writer process is gone."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return
     for entry in entries:
         found = _PART.match(entry.name)
-        if found and not _alive(int(found.group(1))) and entry.is_file(follow_symlinks=False):
+        if not found or _alive(int(found.group(1))):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        elif entry.is_file(follow_symlinks=False):
             with suppress(FileNotFoundError):
                 os.unlink(entry.path)

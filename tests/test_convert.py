@@ -295,10 +295,24 @@ def test_unknown_tag_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flag", ["--db-str=x", "--repository=x", "--no-upload"])
+@pytest.mark.parametrize("flag", ["--db-str=x", "--db-type=mysql"])
 def test_go_flags_without_meaning_here_are_rejected(tmp_path: Path, flag: str) -> None:
     output = run(tmp_path, tmp_path / "out", flag, code=2)
     assert "not supported" in output
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--no-upload",), "are for registries"),
+        (("--plain",), "are for registries"),
+        (("-u", "a:b"), "are for registries"),
+        (("--repository=h.io/x",), "give no SRC or DST"),
+    ],
+)
+def test_registry_flags_need_a_registry(tmp_path: Path, flags: tuple[str, ...], expected: str) -> None:
+    output = run(tmp_path, tmp_path / "out", *flags, code=2)
+    assert expected in output
 
 
 def test_json_summary_names_digests_and_layers(tmp_path: Path) -> None:

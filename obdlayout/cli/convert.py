@@ -1,4 +1,4 @@
-"""`obdlayout convert SRC DST`: OCI image layout in, overlaybd image layout out."""
+"""`obdlayout convert SRC DST`: OCI image layouts, skopeo dir: images or registries in, overlaybd images out."""
 
 import json
 import os
@@ -18,19 +18,11 @@ from ..convert.tools import DEFAULT_TOOLS_DIR
 from ..errors import ObdlayoutError
 from ..oci.descriptor import Platform
 from ..oci.layout import Layout
+from ..registry.skopeo import TlsOptions
 from .options import compression_options
 
 # Flags of the Go convertor that have no meaning here, and why (convertor-spec.md §1).
-_REGISTRY = "obdlayout reads and writes local OCI layouts; move images with skopeo (see the README)"
 _REJECTED = {
-    "--repository": _REGISTRY,
-    "--username": _REGISTRY,
-    "--plain": _REGISTRY,
-    "--insecure": _REGISTRY,
-    "--cert-dir": _REGISTRY,
-    "--root-ca": _REGISTRY,
-    "--client-cert": _REGISTRY,
-    "--no-upload": "nothing is uploaded: the output is the local layout DST",
     "--db-str": "the layer dedup database is not supported yet",
     "--db-type": "the layer dedup database is not supported yet",
 }
@@ -44,8 +36,7 @@ def _reject(ctx: click.Context, param: click.Parameter, value: Any) -> None:
 
 def _rejected_options(func: Any) -> Any:
     for flag, _ in reversed(list(_REJECTED.items())):
-        is_flag = flag in ("--plain", "--insecure", "--no-upload")
-        func = click.option(flag, hidden=True, is_flag=is_flag, expose_value=False, callback=_reject)(func)
+        func = click.option(flag, hidden=True, expose_value=False, callback=_reject)(func)
     return func
 
 
@@ -79,9 +70,46 @@ def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     return values
 
 
+def _client_certs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[Path, Path], ...]:
+    pairs = []
+    for value in values:
+        if value.count(":") != 1:
+            raise click.BadParameter(f"{value!r} is not CERTFILE:KEYFILE (exactly one colon)")
+        cert, key = value.split(":")
+        pairs.append((Path(cert), Path(key)))
+    return tuple(pairs)
+
+
+def _registry_options(func: Any) -> Any:
+    """The Go convertor's registry flags, meaning what they mean there (convertor-spec.md §1)."""
+    options = [
+        click.option("-r", "--repository", metavar="HOST/REPO",
+                     help="Convert -i TAG (or -g DIGEST) of this registry repository into the same repository, "
+                     "as the Go convertor does (instead of SRC and DST)."),
+        click.option("-u", "--username", "credentials", metavar="USER:PASSWORD",
+                     help="Registry credentials (split at the first colon); otherwise skopeo's own auth files. "
+                     "They reach skopeo in memory, never on a command line."),
+        click.option("--password-stdin", is_flag=True,
+                     help="Read the password from standard input (with -u USER), to keep it off the command line."),
+        click.option("--plain", is_flag=True, help="Talk plain HTTP to the registries."),
+        click.option("--insecure", is_flag=True, help="Do not verify the registries' TLS certificates."),
+        click.option("--cert-dir", "cert_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="Directory of *.crt CAs and *.cert/*.key client pairs (repeatable)."),
+        click.option("--root-ca", "root_cas", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="A PEM CA to trust besides the system's (repeatable)."),
+        click.option("--client-cert", "client_certs", multiple=True, metavar="CERT:KEY", callback=_client_certs,
+                     help="A TLS client certificate and its key (repeatable)."),
+        click.option("--no-upload", is_flag=True,
+                     help="Convert but push nothing: the result stays in the work directory, as an OCI layout."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("src", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("src", required=False)
+@click.argument("dst", required=False)
 @click.option(
     "-i",
     "--input-tag",
@@ -186,10 +214,11 @@ def _platforms(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
 @click.option("-v", "--verbose", is_flag=True, help="A line per layer even on a terminal.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (digests, sizes, seconds) on stdout.")
+@_registry_options
 @_rejected_options
 def convert_command(
-    src: Path,
-    dst: Path,
+    src: str | None,
+    dst: str | None,
     input_tags: tuple[str, ...],
     input_digests: tuple[str, ...],
     output_tag: str | None,
@@ -210,6 +239,15 @@ def convert_command(
     work_dir: Path | None,
     reserve: bool,
     dump_manifest: bool,
+    repository: str | None,
+    credentials: str | None,
+    plain: bool,
+    insecure: bool,
+    cert_dirs: tuple[Path, ...],
+    root_cas: tuple[Path, ...],
+    client_certs: tuple[tuple[Path, Path], ...],
+    no_upload: bool,
+    password_stdin: bool,
     engine: str,
     tools_dir: Path | None,
     disable_sparse: bool,
@@ -217,19 +255,23 @@ def convert_command(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Convert images of the OCI layout SRC into overlaybd images in the layout DST.
+    """Convert images of SRC into overlaybd images in DST.
 
-    DST is created if missing and may be SRC itself (then --output-tag is needed). Every layer of
-    every selected manifest (all platforms of multi-arch images) becomes an overlaybd layer blob
-    (or, with --turbo-oci, a TurboOCI metadata layer over the original layer, which DST then holds too);
-    manifests, configs and annotations are what containerd's overlaybd snapshotter expects.
-    DST changes only when everything succeeded: its index.json is replaced last, atomically.
+    SRC and DST are OCI image layouts (a directory, or oci:DIR[:TAG]), skopeo dir: images (dir:DIR), or
+    registry images (docker://HOST/REPO:TAG, moved by skopeo with every digest kept); or, as with the Go
+    convertor, -r HOST/REPO -i TAG -o TAG converts within one repository. A layout DST is created if missing
+    and may be SRC itself (then --output-tag is needed). Every layer of every selected manifest (all
+    platforms of multi-arch images) becomes an overlaybd layer blob (or, with --turbo-oci, a TurboOCI
+    metadata layer over the original layer, which DST then holds too); manifests, configs and annotations
+    are what containerd's overlaybd snapshotter expects. DST changes only when everything succeeded: a
+    layout's index.json is replaced last, atomically; a registry's tag is pushed last.
 
     \b
-    Example, with skopeo moving images in and out:
-      skopeo copy docker://docker.io/library/redis:7 oci:in:redis
-      obdlayout convert in out
-      skopeo copy --all --preserve-digests oci:out:redis docker://registry.example/redis:7-obd
+    Examples:
+      obdlayout convert in out                            # every tag of the layout `in`
+      obdlayout convert -r registry.example/redis -i 7 -o 7-obd
+      obdlayout convert docker://registry.example/redis:7 docker://mirror.example/redis:7-obd
+      obdlayout convert docker://registry.example/redis:7 oci:out:redis-obd --turbo-oci redis-turbo
     """
     if fstype != "ext4":
         raise click.UsageError("--fstype erofs is not supported yet")
@@ -237,6 +279,11 @@ def convert_command(
         raise click.UsageError("--output-tag and --overlaybd name different tags")
     mode = "quiet" if quiet else "bars" if sys.stderr.isatty() and not verbose else "lines"
     events = Events()
+    tls = TlsOptions(plain, insecure, cert_dirs, root_cas, client_certs)
+    if password_stdin:
+        if not credentials or ":" in credentials:
+            raise click.UsageError("--password-stdin needs -u USER (with no password)")
+        credentials = f"{credentials}:{sys.stdin.readline().rstrip(chr(10))}"
     try:
         with Display(events, mode):
             report = api.convert(
@@ -262,6 +309,10 @@ def convert_command(
                 engine=engine,
                 tools_dir=tools_dir,
                 disable_sparse=disable_sparse,
+                repository=repository,
+                credentials=credentials,
+                tls=tls if tls != TlsOptions() else None,
+                no_upload=no_upload,
                 events=events,
             )
     except api.OptionError as exc:
@@ -273,7 +324,14 @@ def convert_command(
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif not quiet:
-        seconds = report["seconds"]
-        for output in report["outputs"]:
-            made = f"{dst}:{output['tag']} = {output['digest']}"
-            click.echo(f"{made} ({output['format']}, from {output['source']}, {seconds:.1f} s)", err=True)
+        _summary(report, dst)
+
+
+def _summary(report: dict[str, Any], dst: str | None) -> None:
+    seconds = report["seconds"]
+    pushed = {entry["digest"]: entry["reference"] for entry in report.get("pushed", [])}
+    for output in report["outputs"]:
+        where = pushed.get(output["digest"]) or f"{report.get('kept') or dst}:{output['tag']}"
+        click.echo(
+            f"{where} = {output['digest']} ({output['format']}, from {output['source']}, {seconds:.1f} s)", err=True
+        )
