@@ -23,7 +23,7 @@ from obdlayout import api
 from obdlayout.oci.layout import Layout
 
 from .oci_layouts import Json, LayoutBuilder
-from .shared import BASELAYER, fixture_layers, session_gone, session_processes, shared
+from .shared import fixture_layers, session_gone, session_processes, shared
 from .standin_tools import CALLS_ENV, FAIL_ENV, TOOLS, calls, install
 from .test_inspect_support import run
 
@@ -171,7 +171,7 @@ def test_without_mkfs_the_baselayer_is_the_first_lower_and_layer_0_is_64_gib(
         create, apply = made[3 * i], made[3 * i + 1]
         # §2.5: 64 (--vsize ignored) for layer 0, never --mkfs; --disable-sparse drops -s.
         assert create["argv"] == [f"{layer}/writable_data", f"{layer}/writable_index", "64" if i == 0 else "0"]
-        lowers = [f'{{"file":"{BASELAYER.resolve()}"}}'] + [
+        lowers = [f'{{"file":"{baselayer.absolute()}"}}'] + [
             f'{{"file":"{_stored(d)}/overlaybd.commit"}}' for d in dirs[:i]
         ]
         upper = f'{{"index":"{layer}/writable_index","data":"{layer}/writable_data"}}'
