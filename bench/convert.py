@@ -1,8 +1,11 @@
 """End-to-end `obdlayout convert` of a realistic multi-layer image, built from this machine's files: to an
-overlaybd image, to a TurboOCI image, and to both in one run.
+overlaybd image, to a TurboOCI image, and to both in one run (without the cache); then the cache: its cost
+on a cold convert, and a second image sharing the first's base layers.
 
 The image: the Python installation split into three layers by top directory, plus a layer of large
-binaries, each gzip-compressed (ISA-L) into an OCI layout, as `skopeo copy` would leave it.
+binaries, each gzip-compressed (ISA-L) into an OCI layout, as `skopeo copy` would leave it. The second image
+("bench-second") has the first's two lower layers and a small one of its own (the configuration files of
+/etc), as an application image built on a shared base does.
 """
 
 import hashlib
@@ -38,29 +41,40 @@ def _layer_tars() -> list[Path]:
     return tars
 
 
+SECOND = "bench-second"
+
+
 def source_layout() -> Path:
     root = OUT / "convert-source"
-    if (root / "index.json").exists():
+    if SECOND in (root / "index.json").read_text() if (root / "index.json").exists() else False:
         return root
     shutil.rmtree(root, ignore_errors=True)
     (root / "blobs" / "sha256").mkdir(parents=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    layers, diff_ids = [], []
-    for tar in _layer_tars():
-        data = tar.read_bytes()
-        diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
-        layers.append(_blob(root, igzip.compress(data), OCI_LAYER_GZIP))
+    layers = [_layer(root, tar) for tar in _layer_tars()]
+    own = _layer(root, tar_of("image-etc", [Path("/etc")]))
+    entries = [_image(root, layers, "bench"), _image(root, [*layers[:2], own], SECOND)]
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
+    return root
+
+
+def _layer(root: Path, tar: Path) -> tuple[dict[str, object], str]:
+    data = tar.read_bytes()
+    return _blob(root, igzip.compress(data), OCI_LAYER_GZIP), "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _image(root: Path, layers: list[tuple[dict[str, object], str]], tag: str) -> dict[str, object]:
+    diff_ids = [diff_id for _, diff_id in layers]
     config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": _blob(root, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
-        "layers": layers,
+        "layers": [descriptor for descriptor, _ in layers],
     }
     entry = _blob(root, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
-    entry["annotations"] = {"org.opencontainers.image.ref.name": "bench"}
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
-    return root
+    entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    return entry
 
 
 def _blob(root: Path, data: bytes, media_type: str) -> dict[str, object]:
@@ -71,13 +85,13 @@ def _blob(root: Path, data: bytes, media_type: str) -> dict[str, object]:
 
 # What each run makes: the overlaybd image (the default), the TurboOCI image, and both in one run.
 RUNS = {
-    "overlaybd": ["-o", "bench-obd"],
-    "turbo-oci": ["--turbo-oci", "bench-turbo"],
-    "both": ["--overlaybd", "bench-obd", "--turbo-oci", "bench-turbo"],
+    "overlaybd": ["-i", "bench", "-o", "bench-obd", "--no-cache"],
+    "turbo-oci": ["-i", "bench", "--turbo-oci", "bench-turbo", "--no-cache"],
+    "both": ["-i", "bench", "--overlaybd", "bench-obd", "--turbo-oci", "bench-turbo", "--no-cache"],
 }
 
 
-def _convert(source: Path, tar_bytes: int, name: str, options: list[str]) -> dict[str, object]:
+def _convert(source: Path, tar_bytes: int, name: str, options: list[str]) -> dict[str, float]:
     destination = OUT / "convert-output"
     shutil.rmtree(destination, ignore_errors=True)
     command = [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(destination), "-q", *options]
@@ -86,7 +100,7 @@ def _convert(source: Path, tar_bytes: int, name: str, options: list[str]) -> dic
     seconds = time.perf_counter() - start
     source_blobs = {p.name for p in (source / "blobs" / "sha256").iterdir()}
     made = [p for p in (destination / "blobs" / "sha256").iterdir() if p.name not in source_blobs]
-    result: dict[str, object] = {
+    result = {
         "seconds": round(seconds, 2),
         "tar_mb_per_s": round(tar_bytes / seconds / MB, 1),
         "peak_rss_mb": round(peak, 1),
@@ -113,4 +127,20 @@ def run() -> dict[str, object]:
     print(f"  convert {result['layers']} gzip layers, {tar_bytes / MB:.0f} MB tar ({compressed / MB:.0f} MB gzip):")
     for name, options in RUNS.items():
         result[name] = _convert(source, tar_bytes, name, options)
+    result["cache"] = _cache(source, tar_bytes, _convert(source, tar_bytes, "no-cache", RUNS["overlaybd"]))
     return result
+
+
+def _cache(source: Path, tar_bytes: int, without: dict[str, float]) -> dict[str, object]:
+    """The cache's cost on a cold convert (an empty cache) next to --no-cache, and a second image whose base
+    layers are in the cache next to the first image's cold convert."""
+    cache = OUT / "convert-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    options = ["--cache-dir", str(cache)]
+    cold = _convert(source, tar_bytes, "cache-cold", ["-i", "bench", "-o", "bench-obd", *options])
+    second = _convert(source, tar_bytes, "2nd-image", ["-i", SECOND, "-o", "second-obd", *options])
+    overhead = cold["seconds"] / without["seconds"] - 1
+    ratio = second["seconds"] / cold["seconds"]
+    print(f"  cache: {overhead * 100:+.1f} % on a cold convert; the second image in {ratio:.2f} x the first's time")
+    shutil.rmtree(cache, ignore_errors=True)
+    return {"cold": cold, "second_image": second, "cold_overhead": round(overhead, 3), "second_ratio": round(ratio, 3)}

@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .cache.cache import DB_TYPES, DEFAULT_LEASE, DEFAULT_MAX_SIZE, CacheSettings, default_directory
+from .cache.dsn import DsnError
 from .convert.native import DEFAULT_BASELAYER
 from .convert.pipeline import ENGINES, NATIVE, OVERLAYBD, OVERLAYBD_TOOLS, TURBO_OCI, ConvertOptions
 from .convert.pipeline import convert as run_pipeline
@@ -71,6 +73,12 @@ def convert(
     credentials: str | None = None,
     tls: TlsOptions | None = None,
     no_upload: bool = False,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    db_type: str = "sqlite",
+    db_str: str | None = None,
+    cache_lease: float = DEFAULT_LEASE,
+    cache_max_size: int | None = DEFAULT_MAX_SIZE,
     events: Events | None = None,
 ) -> dict[str, Any]:
     """Convert images from `source` into `destination` (as `obdlayout convert`).
@@ -81,8 +89,10 @@ def convert(
     repository (the Go convertor's -r). In a layout, `tags` and `digests` select what to convert (every tag
     when neither is given). Each result is tagged like its source, or `output_tag` (the overlaybd image) and
     `turbo_oci` (a TurboOCI image: both may be given) when one image is selected. `engine` "overlaybd-tools"
-    runs the overlaybd tools of `tools_dir` (default /opt/overlaybd/bin) instead of our writer. Returns the
-    report `--json` prints.
+    runs the overlaybd tools of `tools_dir` (default /opt/overlaybd/bin) instead of our writer. Layers and
+    images are taken from, and kept in, the cache (`cache_dir`, default $XDG_CACHE_HOME/obdlayout, with its
+    index in SQLite there, or with `db_type` "mysql" in the database `db_str`) unless `cache` is False.
+    Returns the report `--json` prints.
     """
     if engine not in ENGINES:
         raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -90,6 +100,7 @@ def convert(
         raise OptionError("tools_dir", f"a tools directory is for the engine {OVERLAYBD_TOOLS!r} only")
     if engine != OVERLAYBD_TOOLS and disable_sparse:
         raise OptionError("disable_sparse", f"sparse writable files are the engine {OVERLAYBD_TOOLS!r}'s only")
+    cache_settings = _cache_settings(cache, cache_dir, db_type, db_str, cache_lease, cache_max_size)
     ends = _ends(source, destination, repository, tags, digests, output_tag)
     src, dst, tags, digests, output_tag = ends.source, ends.destination, ends.tags, ends.digests, ends.output_tag
     remote = not (isinstance(src, LayoutRef) and isinstance(dst, LayoutRef))
@@ -135,6 +146,7 @@ def convert(
         engine=engine,
         tools_dir=Path(tools_dir) if tools_dir is not None else DEFAULT_TOOLS_DIR,
         sparse=not disable_sparse,
+        cache=cache_settings,
     )
     for digest in digests:
         try:
@@ -148,6 +160,28 @@ def convert(
         return run_pipeline(src.path, dst.path, selection, output_tags, options, events).as_dict()
     access = RemoteOptions(credentials, tls or TlsOptions(), no_upload)
     return convert_remote(src, dst, selection, output_tags, options, access, events)
+
+
+def _cache_settings(
+    cache: bool, directory: str | Path | None, db_type: str, db_str: str | None, lease: float, max_size: int | None
+) -> CacheSettings | None:
+    if not cache:
+        if directory is not None or db_str is not None:
+            raise OptionError("cache", "a cache directory or database is given, and the cache is off")
+        return None
+    if db_type not in DB_TYPES:
+        raise OptionError("db_type", f"must be one of {', '.join(DB_TYPES)}, not {db_type!r}")
+    if lease <= 0:
+        raise OptionError("cache_lease", f"must be more than 0 seconds, not {lease}")
+    if db_str is not None and db_type != "mysql":
+        raise OptionError("db_str", "a database connection string is for the db type 'mysql'")
+    settings = CacheSettings(Path(directory) if directory is not None else default_directory(), db_type, db_str, lease,
+                             max_size)  # fmt: skip
+    try:
+        settings.dsn()
+    except DsnError as exc:
+        raise OptionError("db_str", str(exc)) from None
+    return settings
 
 
 @dataclass(frozen=True)

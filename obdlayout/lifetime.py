@@ -1,6 +1,6 @@
 """Processes and temporary files end with what made them.
 
-- A forked helper (a compression worker, a layer reader, an image worker) calls `die_with_parent` first: if
+- A forked helper (a compression worker, a layer reader, an image worker, a tool) calls `die_with_parent` first: if
   the process that forked it is killed (SIGKILL leaves it no chance to clean up), Linux kills the helper too,
   instead of leaving it running and holding files and locks.
 - Temporary files are named `.NAME.PID.RANDOM.part` (`part_prefix`), so that a later run can tell, and
@@ -33,10 +33,14 @@ def _find_prctl() -> Callable[..., int] | None:
 _prctl = _find_prctl()
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere)."""
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere). `parent` is the pid of the
+    process that forked this one, read by it before the fork: if it died before this call, Linux will never
+    send the signal (this process already belongs to another), so exit now."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def part_prefix(name: str) -> str:

@@ -1,5 +1,7 @@
 """Sizes, named once."""
 
+from collections.abc import Callable
+
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
@@ -25,3 +27,32 @@ def human_rate(size: int, seconds: float) -> str | None:
     if seconds < MEANINGFUL_SECONDS:
         return None
     return f"{human_size(size / seconds)}/s"
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": KiB, "KB": KiB, "KIB": KiB, "M": MiB, "MB": MiB, "MIB": MiB, "G": GiB, "GB": GiB,
+               "GIB": GiB, "T": GiB * KiB, "TB": GiB * KiB, "TIB": GiB * KiB}  # fmt: skip
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """ "20G", "500MiB", "1.5T", "4096" -> bytes (binary units); ValueError naming the text."""
+    return int(_quantity(text, _SIZE_UNITS, "a size (like 500M, 20G)", lambda t: t.rstrip("KMGTBkmgtbi")))
+
+
+def parse_age(text: str) -> float:
+    """ "90s", "30m", "12h", "7d", "2w" -> seconds; ValueError naming the text."""
+    return _quantity(text, _AGE_UNITS, "an age (like 12h, 7d)", lambda t: t[:-1])
+
+
+def _quantity(text: str, units: dict[str, int], what: str, number_part: Callable[[str], str]) -> float:
+    stripped = text.strip()
+    head = number_part(stripped)
+    unit = stripped[len(head) :]
+    unit = unit.upper() if units is _SIZE_UNITS else unit
+    try:
+        value = float(head)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {what}") from None
+    if unit not in units or value < 0:
+        raise ValueError(f"{text!r} is not {what}")
+    return value * units[unit]

@@ -8,8 +8,6 @@ independently of skopeo and obdlayout.
 
 import base64
 import json
-import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -18,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .shared import require_tool
+from .shared import free_port, require_tool, stop_process
 
 START_TIMEOUT = 20.0
 ACCEPT = ", ".join(
@@ -57,20 +55,13 @@ def make_certificates(directory: Path) -> Certificates:
     return Certificates(ca, cert, key)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class Registry:
     root: Path
     certificates: Certificates | None = None
     user: str | None = None
     password: str | None = None
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,13 +99,7 @@ class Registry:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)
         self.process = None
 
     def _answers(self) -> bool:

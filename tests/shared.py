@@ -1,6 +1,8 @@
 """Access to ../shared/data (real artefacts of the overlaybd tools) and to the real e2fsprogs."""
 
 import shutil
+import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -126,3 +128,22 @@ def session_gone(session: int, within: float = 5.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -40,7 +40,7 @@ def test_the_api_reports_like_the_command(tmp_path: Path) -> None:
     cli = run("convert", str(source), str(tmp_path / "b"), "--json", "-q")
     cli_report = json.loads(cli.stdout)
     assert [o["digest"] for o in api_report["outputs"]] == [o["digest"] for o in cli_report["outputs"]]
-    assert set(api_report) == set(cli_report) == {"outputs", "images", "warnings", "seconds"}
+    assert set(api_report) == set(cli_report) == {"outputs", "images", "warnings", "seconds", "cache"}
 
 
 def test_bad_arguments_and_inputs_raise_obdlayout_errors(tmp_path: Path) -> None:

@@ -295,10 +295,18 @@ def test_unknown_tag_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flag", ["--db-str=x", "--db-type=mysql"])
-def test_go_flags_without_meaning_here_are_rejected(tmp_path: Path, flag: str) -> None:
-    output = run(tmp_path, tmp_path / "out", flag, code=2)
-    assert "not supported" in output
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--db-str=u:p@tcp(h:1)/d",), "is for the db type 'mysql'"),
+        (("--db-type=mysql",), "needs --db-str"),
+        (("--db-type=mysql", "--db-str=nonsense"), "not a MySQL DSN"),
+        (("--no-cache", "--cache-dir=x"), "the cache is off"),
+    ],
+)
+def test_cache_flags_that_do_not_fit_are_refused(tmp_path: Path, flags: tuple[str, ...], expected: str) -> None:
+    output = run(tmp_path, tmp_path / "out", *flags, code=2)
+    assert expected in output
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from .. import api
+from ..cache.cache import DEFAULT_LEASE
 from ..convert.native import DEFAULT_BASELAYER
 from ..convert.pipeline import ENGINES, NATIVE
 from ..convert.progress import Display, Events
@@ -19,24 +20,25 @@ from ..errors import ObdlayoutError
 from ..oci.descriptor import Platform
 from ..oci.layout import Layout
 from ..registry.skopeo import TlsOptions
-from .options import compression_options
-
-# Flags of the Go convertor that have no meaning here, and why (convertor-spec.md §1).
-_REJECTED = {
-    "--db-str": "the layer dedup database is not supported yet",
-    "--db-type": "the layer dedup database is not supported yet",
-}
+from .options import cache_location_options, compression_options, size_value
 
 
-def _reject(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    if value not in (None, False, ()):
-        flag = param.opts[0]
-        raise click.UsageError(f"{flag} is not supported: {_REJECTED[flag]}")
-
-
-def _rejected_options(func: Any) -> Any:
-    for flag, _ in reversed(list(_REJECTED.items())):
-        func = click.option(flag, hidden=True, expose_value=False, callback=_reject)(func)
+def _cache_options(func: Any) -> Any:
+    """The layer and manifest cache (the Go convertor's --db-type/--db-str dedup, and more)."""
+    options = [
+        click.option("--cache/--no-cache", default=True, show_default=True,
+                     help="Take layers and images converted before from the cache, and keep what this run makes."),
+        cache_location_options,
+        click.option("--cache-lease", type=click.FloatRange(min=0.1), default=DEFAULT_LEASE, show_default=True,
+                     metavar="SECONDS",
+                     help="How long a claim on a layer lasts unless its converter renews it (a crashed converter's "
+                     "layers are taken over after this)."),
+        click.option("--cache-max-size", default="20G", show_default=True, callback=size_value, metavar="SIZE",
+                     help="After converting, trim the content store to this size (least recently used first; 0 "
+                     "for no limit)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
     return func
 
 
@@ -215,7 +217,7 @@ def _registry_options(func: Any) -> Any:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (digests, sizes, seconds) on stdout.")
 @_registry_options
-@_rejected_options
+@_cache_options
 def convert_command(
     src: str | None,
     dst: str | None,
@@ -248,6 +250,12 @@ def convert_command(
     client_certs: tuple[tuple[Path, Path], ...],
     no_upload: bool,
     password_stdin: bool,
+    cache: bool,
+    cache_dir: Path | None,
+    db_type: str,
+    db_str: str | None,
+    cache_lease: float,
+    cache_max_size: int,
     engine: str,
     tools_dir: Path | None,
     disable_sparse: bool,
@@ -313,6 +321,12 @@ def convert_command(
                 credentials=credentials,
                 tls=tls if tls != TlsOptions() else None,
                 no_upload=no_upload,
+                cache=cache,
+                cache_dir=cache_dir,
+                db_type=db_type,
+                db_str=db_str,
+                cache_lease=cache_lease,
+                cache_max_size=cache_max_size or None,
                 events=events,
             )
     except api.OptionError as exc:

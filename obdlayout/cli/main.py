@@ -4,6 +4,7 @@ import click
 
 from .about import completion, print_version
 from .blob import blob
+from .cache import cache
 from .convert import convert_command
 from .inspect import cat, extract, inspect, ls, verify
 
@@ -31,6 +32,7 @@ cli.add_command(cat)
 cli.add_command(extract)
 cli.add_command(verify)
 cli.add_command(convert_command, name="convert")
+cli.add_command(cache)
 cli.add_command(completion)
 
 

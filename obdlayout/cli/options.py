@@ -1,13 +1,15 @@
 """Options shared by commands that write layer blobs."""
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
 
+from ..cache.cache import DB_TYPES
 from ..formats.zfile_layout import BLOCK_SIZES, Algorithm
 from ..formats.zfile_writer import default_jobs
-from ..units import KiB
+from ..units import KiB, parse_age, parse_size
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -25,4 +27,39 @@ def compression_options(func: F) -> F:
     return click.option(
         "--algorithm", type=click.Choice([a.name.lower() for a in Algorithm]), default="lz4", show_default=True,
         help="ZFile compression of the layer blobs.",
+    )(func)  # fmt: skip
+
+
+def size_value(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def age_value(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def cache_location_options(func: F) -> F:
+    """--cache-dir, --db-type and --db-str, passed as `cache_dir`, `db_type` and `db_str`."""
+    func = click.option(
+        "--db-str", metavar="DSN",
+        help="The MySQL/MariaDB database of the cache index, as the Go convertor takes it "
+        "(user:password@tcp(host:3306)/dbname) or as mysql://user:password@host:3306/dbname.",
+    )(func)  # fmt: skip
+    func = click.option(
+        "--db-type", type=click.Choice(DB_TYPES), default="sqlite", show_default=True,
+        help="Where the cache index is: SQLite in --cache-dir, or the MySQL/MariaDB database --db-str (fleets).",
+    )(func)  # fmt: skip
+    return click.option(
+        "--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="The cache's content store (shared storage, for a fleet)  [default: $XDG_CACHE_HOME/obdlayout]",
     )(func)  # fmt: skip

@@ -92,14 +92,7 @@ class ConvertedLayer:
     @classmethod
     def from_record(cls, record: Mapping[str, Any], home: Path) -> "ConvertedLayer":
         """The inverse of `record`; KeyError, TypeError or ValueError if it is not one."""
-        out = record["output"]
-        ref = out["ref"]
-        output = OutputLayer(
-            BlobRef(str(ref["digest"]), int(ref["size"])),
-            bool(out["gzip"]),
-            {str(k): str(v) for k, v in dict(out["annotations"]).items()},
-            str(out["diff_id"]),
-        )
+        output = output_from_record(record["output"])
         blobs = tuple((home / str(path), BlobRef(str(digest), int(size))) for path, digest, size in record["blobs"])
         lower = tuple(
             StackLayer(
@@ -108,6 +101,17 @@ class ConvertedLayer:
             for layer in record["lower"]
         )
         return cls(output, blobs, lower, tuple(str(w) for w in record["warnings"]))
+
+
+def output_from_record(out: Mapping[str, Any]) -> OutputLayer:
+    """The inverse of `asdict` on an OutputLayer; KeyError, TypeError or ValueError if it is not one."""
+    ref = out["ref"]
+    return OutputLayer(
+        BlobRef(str(ref["digest"]), int(ref["size"])),
+        bool(out["gzip"]),
+        {str(k): str(v) for k, v in dict(out["annotations"]).items()},
+        str(out["diff_id"]),
+    )
 
 
 def _optional(home: Path, value: object) -> Path | None:

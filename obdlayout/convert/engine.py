@@ -26,6 +26,7 @@ LAYER_FORMAT = f"obdlayout/{__version__}/1"
 class LayerEngine(Protocol):
     artifact_type: str  # the output's artifactType under --referrer (convertor-spec.md §3.1)
     needs_gzip_index: bool  # whether it indexes gzip layers (so one shared decompression must build the index)
+    keyed_by_blob: bool  # whether its output depends on the compressed source blobs, not only on their tars
 
     def identity(self) -> dict[str, object]:
         """The engine's name and every option that changes the bytes it writes (JSON values)."""
@@ -41,7 +42,10 @@ class LayerEngine(Protocol):
         ...
 
 
-def layer_key(engine: LayerEngine, chain_id: str) -> str:
-    """Everything that decides a layer's bytes: the whole chain below it and the engine with its options."""
+def layer_key(engine: LayerEngine, chain_id: str, blob_chain: str) -> str:
+    """Everything that decides a layer's bytes: the whole chain below it and the engine with its options (and
+    for an engine keyed by blob, the chain of the compressed source blobs too: worker.blob_chain)."""
     identity = {"format": LAYER_FORMAT, "engine": engine.identity(), "chain": chain_id}
+    if engine.keyed_by_blob:
+        identity["blobs"] = blob_chain
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]

@@ -155,6 +155,7 @@ class OverlaybdEngine(Ext4Engine, ABC):
 
     artifact_type = ARTIFACT_TYPE_OVERLAYBD
     needs_gzip_index = False
+    keyed_by_blob = False  # a layer blob is made of the tar alone
 
     def base_layer(self, work: WorkDir) -> ConvertedLayer | None:
         if self._base is None:

@@ -1,48 +1,45 @@
 """The convert pipeline: source layout → plan → layer conversion → blobs → destination layout.
 
-Images are converted in parallel worker processes (up to the concurrency limit), the layers of one
-image in order, each on the blobs of the layers below it, by the engine of each output format asked for
-(overlaybd, TurboOCI). When two formats are made in one run, each source layer is decompressed once,
-into the work directory, and both engines read it there. Finished layers wait in the work directory;
-only when every image is done do they enter the destination, then the configs, manifests and indexes,
-and last `index.json` (atomically, under a lock): a failed or killed convert leaves the destination as
-it was.
+Images are converted in parallel worker processes (worker.py), the layers of one image in order, each on
+the blobs of the layers below it, by the engine of each output format asked for (overlaybd, TurboOCI).
+Finished layers wait in the work directory; only when every image is done do they enter the destination,
+then the configs, manifests and indexes, and last `index.json` (atomically, under a lock): a failed or
+killed convert leaves the destination as it was.
+
+With the cache (cache/), a selected image already converted with the same options is written from it
+without opening a layer, and layers come from it where they can; what this run makes goes into it.
 """
 
 import hashlib
+import json
 import os
-import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
-from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from ..cache.cache import CACHE_OFF, Cache, CacheSettings, Heartbeat, new_owner
+from ..cache.maintenance import trim
 from ..errors import ObdlayoutError
 from ..formats.commit import DEFAULT_BLOB, BlobOptions
-from ..formats.gzindex import GzipIndexBuilder
-from ..lifetime import die_with_parent
-from ..oci.digest import BlobRef, encoded
-from ..oci.layers import open_uncompressed
+from ..oci.digest import BlobRef
 from ..oci.layout import Layout
-from ..oci.mediatypes import Compression
+from ..oci.mediatypes import REF_NAME
 from ..oci.output import BuiltNode, OutputOptions, build, publish
-from ..oci.plan import ImagePlan, LayerPlan, Selection, plan
+from ..oci.plan import ConversionPlan, ImagePlan, RootPlan, Selection, iter_images, plan
 from ..oci.writer import LayoutWriter, check_destination, check_tag
-from ..units import STREAM_CHUNK
-from .artefacts import ConvertedLayer, SourceLayer, Spool
-from .engine import LayerEngine, layer_key
+from .artefacts import ConvertedLayer
+from .engine import LAYER_FORMAT, LayerEngine
 from .errors import ConvertError
 from .native import DEFAULT_BASELAYER, DEFAULT_VSIZE, Ext4Options, NativeExt4Engine
-from .progress import Events, LayerFinished, LayerStarted, Message, ThrottledProgress
+from .progress import Events, Message
 from .tools import DEFAULT_TOOLS_DIR
 from .tools_engines import ToolsOverlaybdEngine, ToolsTurboOciEngine
 from .turbo import NativeTurboOciEngine
 from .workdir import WorkDir, default_work_dir
+from .worker import Format, ImageJob, ImageReport, image_label, run_jobs
 
 OVERLAYBD = "overlaybd"
 TURBO_OCI = "turbo-oci"
@@ -67,26 +64,7 @@ class ConvertOptions:
     engine: str = NATIVE
     tools_dir: Path = DEFAULT_TOOLS_DIR
     sparse: bool = True  # the overlaybd tools' writable files (overlaybd-create -s)
-
-
-@dataclass
-class LayerReport:
-    index: int
-    source_digest: str
-    source_size: int
-    digest: str
-    size: int
-    tar_bytes: int
-    seconds: float
-    reused: bool
-
-
-@dataclass
-class ImageReport:
-    manifest: str
-    platform: str
-    format: str
-    layers: list[LayerReport] = field(default_factory=list)
+    cache: CacheSettings | None = None  # None: no cache (--no-cache)
 
 
 @dataclass
@@ -96,6 +74,7 @@ class OutputReport:
     source: str
     digest: str
     media_type: str
+    cached: bool = False  # written from the cache, no layer opened
 
 
 @dataclass
@@ -104,33 +83,10 @@ class ConvertReport:
     images: list[ImageReport]
     warnings: list[str]
     seconds: float
+    cache: dict[str, Any] | None = None  # where it is, and "on", or "off: why"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class _Format:
-    """One output format of the run: its engine and the layer put below every image (--no-mkfs)."""
-
-    name: str
-    engine: LayerEngine
-    base: ConvertedLayer | None
-
-
-@dataclass(frozen=True)
-class _ImageJob:
-    source: Path
-    image: ImagePlan
-    label: str
-    formats: tuple[_Format, ...]
-    work: Path
-
-
-@dataclass(frozen=True)
-class _ImageResult:
-    reports: tuple[ImageReport, ...]  # one per format
-    layers: tuple[dict[str, ConvertedLayer], ...]  # per format: by chain ID
 
 
 def make_engine(name: str, options: ConvertOptions) -> LayerEngine:
@@ -143,129 +99,6 @@ def make_engine(name: str, options: ConvertOptions) -> LayerEngine:
             return ToolsTurboOciEngine(ext4, options.tools_dir, keep_files=keep)
         return ToolsOverlaybdEngine(ext4, options.tools_dir, sparse=options.sparse, keep_files=keep)
     return NativeTurboOciEngine(ext4) if name == TURBO_OCI else NativeExt4Engine(ext4)
-
-
-_events: Events | None = None
-
-
-def _set_events(events: Events) -> None:
-    global _events
-    _events = events
-
-
-def _start_worker(events: Events) -> None:
-    """In each image worker process: the events to send, and an end to it if the convert is killed."""
-    _set_events(events)
-    die_with_parent()
-
-
-def _convert_image(job: _ImageJob) -> _ImageResult:
-    """One image's layers, bottom first, in every format (in a worker process)."""
-    events = _events
-    assert events is not None
-    work = WorkDir(job.work, keep=True)
-    layout = Layout(job.source)
-    image = job.image
-    formats = job.formats
-    reports = tuple(ImageReport(image.descriptor.digest, str(image.platform), f.name) for f in formats)
-    stacks: list[list[ConvertedLayer]] = [[f.base] if f.base else [] for f in formats]
-    converted: tuple[dict[str, ConvertedLayer], ...] = tuple({} for _ in formats)
-    count = len(image.layers)
-    for layer in image.layers:
-        keys = [layer_key(f.engine, layer.chain_id) for f in formats]
-        where = f"{job.label}, layer {layer.index} ({layer.descriptor.digest})"
-        label = f"{job.label} layer {layer.index + 1}/{count}"
-        start = time.perf_counter()
-        done = [work.lookup(key) for key in keys]
-        missing = [i for i, layer_done in enumerate(done) if layer_done is None]
-        tar_bytes = 0
-        if missing:
-            events.send(LayerStarted(keys[missing[0]], label))
-            progress = events.progress_callback(keys[missing[0]])
-            try:
-                with _spooled(layout, layer, where, work, progress, [formats[i].engine for i in missing]) as spool:
-                    source = SourceLayer(layout, layer, where, progress, spool)
-                    for i in missing:
-                        convert = partial(formats[i].engine.convert, source, tuple(stacks[i]))
-                        done[i] = work.build(keys[i], convert)
-            except ObdlayoutError as exc:
-                raise ConvertError("" if where in str(exc) else where, str(exc)) from None
-            except OSError as exc:  # writing the work directory (the source is read as LayoutError)
-                raise ConvertError(where, f"{exc.filename or job.work}: {exc.strerror}") from None
-            for i in missing:
-                for warning in dict.fromkeys(_known(done[i]).warnings):
-                    events.send(Message(warning, warning=True))
-            tar_bytes = progress.total
-        seconds = time.perf_counter() - start
-        finished = [_known(layer_done) for layer_done in done]
-        blob_bytes = sum(layer_done.output.ref.size for layer_done in finished)
-        events.send(LayerFinished(keys[0], label, tar_bytes, blob_bytes, seconds, reused=not missing))
-        for i, layer_done in enumerate(finished):
-            ref = layer_done.output.ref
-            reused = i not in missing
-            reports[i].layers.append(
-                LayerReport(
-                    layer.index,
-                    layer.descriptor.digest,
-                    layer.descriptor.size,
-                    ref.digest,
-                    ref.size,
-                    0 if reused else tar_bytes,
-                    round(seconds, 3),
-                    reused,
-                )
-            )
-            converted[i][layer.chain_id] = layer_done
-            stacks[i].append(layer_done)
-    return _ImageResult(reports, converted)
-
-
-def _known(layer: ConvertedLayer | None) -> ConvertedLayer:
-    assert layer is not None
-    return layer
-
-
-@contextmanager
-def _spooled(
-    layout: Layout,
-    layer: LayerPlan,
-    where: str,
-    work: WorkDir,
-    progress: ThrottledProgress,
-    engines: Sequence[LayerEngine],
-) -> Iterator[Spool | None]:
-    """With several engines to run on a layer, its tar decompressed once into the work directory (with the gzip
-    index, if an engine needs one, built in the same pass); with one, nothing: it reads the layer itself."""
-    if len(engines) < 2:
-        yield None
-        return
-    source = SourceLayer(layout, layer, where)
-    indexed = any(engine.needs_gzip_index for engine in engines) and source.compression() is Compression.GZIP
-    name = encoded(layer.descriptor.digest)
-    with work.scratch(f"{name}.tar") as tar_path, work.scratch(f"{name}.gzip.meta") as index_path:
-        gzip_index = GzipIndexBuilder(index_path) if indexed else None
-        with (
-            open_uncompressed(layout, layer.descriptor, layer.diff_id, progress, gzip_index) as stream,
-            tar_path.open("wb") as out,
-        ):
-            shutil.copyfileobj(stream, out, STREAM_CHUNK)
-        yield Spool(tar_path, index_path if indexed else None)
-
-
-def _image_label(image: ImagePlan) -> str:
-    platform = str(image.platform)
-    return f"{platform} {encoded(image.descriptor.digest)[:12]}" if platform else encoded(image.descriptor.digest)[:12]
-
-
-def _run_jobs(jobs: list[_ImageJob], concurrency: int, events: Events) -> list[_ImageResult]:
-    if concurrency <= 1 or len(jobs) <= 1:
-        _set_events(events)
-        return [_convert_image(job) for job in jobs]
-    # fork: the workers inherit the event queue; each runs its own ZFile compression pool.
-    with ProcessPoolExecutor(
-        min(concurrency, len(jobs)), mp_context=get_context("fork"), initializer=_start_worker, initargs=(events,)
-    ) as pool:
-        return list(pool.map(_convert_image, jobs))
 
 
 def convert(
@@ -295,38 +128,159 @@ def convert(
                 raise ConvertError("output tag", str(exc)) from None
     check_destination(destination)
     engines = {name: make_engine(name, options) for name in output_tags}
-    for warning in conversion.warnings:
+    warnings = list(conversion.warnings)
+    for warning in warnings:
         events.send(Message(warning, warning=True))
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        events.send(Message(text, warning=True))
+
+    cache = Cache(options.cache, new_owner(), warn) if options.cache else None
+    if cache is not None:
+        cache.check()
     keep = options.reserve or options.dump_manifest
-    with WorkDir(options.work_dir or default_work_dir(destination), keep) as work:
-        formats = tuple(_Format(name, engine, engine.base_layer(work)) for name, engine in engines.items())
-        jobs = [_ImageJob(source, image, _image_label(image), formats, work.path) for image in conversion.images()]
-        results = _run_jobs(jobs, options.concurrency, events)
-        blob_files: dict[str, tuple[Path, BlobRef]] = {}
-        built: dict[str, tuple[str, BuiltNode]] = {}  # tag -> (format, output)
-        for number, made in enumerate(formats):
-            converted = {chain: layer for result in results for chain, layer in result.layers[number].items()}
+    try:
+        with WorkDir(options.work_dir or default_work_dir(destination), keep) as work, _heartbeat(cache):
+            formats = tuple(Format(name, engine, engine.base_layer(work)) for name, engine in engines.items())
+            run = _Run(layout, conversion, selection, formats, options, cache)
+            jobs = [
+                ImageJob(
+                    source, image, image_label(image), formats, work.path,
+                    options.cache if cache is not None and cache.on else None, cache.owner if cache else "",
+                )
+                for image in run.images_to_convert()
+            ]  # fmt: skip
+            results = run_jobs(jobs, options.concurrency, events)
+            for result in results:
+                if result.cache_problem and cache is not None and cache.on:
+                    cache.problem = result.cache_problem  # the worker told the user; the report says it too
+                    warnings.append(f"{CACHE_OFF}: {result.cache_problem}")
+            built = run.outputs([result.layers for result in results], output_tags)
+            if options.dump_manifest:
+                _dump(work, {tag: node for tag, (_, node) in built.items()})
+            _publish(destination, run.blob_files, {tag: node for tag, (_, node) in built.items()})
+            run.store_outputs(built, output_tags)
+    finally:
+        if cache is not None:
+            cache.end()
+            if cache.on and options.cache and options.cache.max_size is not None:
+                trim(options.cache, options.cache.max_size)
+    sources = {tag: root for tags in output_tags.values() for root, tag in zip(conversion.roots, tags, strict=True)}
+    outputs_report = [
+        OutputReport(
+            tag, name, sources[tag].node.descriptor.digest, node.descriptor.digest, node.descriptor.media_type,
+            tag in run.cached_tags,
+        )
+        for tag, (name, node) in built.items()
+    ]  # fmt: skip
+    reports = [report for result in results for report in result.reports]
+    cache_report = None
+    if options.cache is not None and cache is not None:
+        cache_report = {"location": options.cache.describe(), "status": "on" if cache.on else f"off: {cache.problem}"}
+    seconds = round(time.perf_counter() - start, 3)
+    return ConvertReport(outputs_report, reports, warnings, seconds, cache_report)
+
+
+def _heartbeat(cache: Cache | None) -> Heartbeat | nullcontext[None]:
+    return Heartbeat(cache) if cache is not None else nullcontext()
+
+
+@dataclass
+class _Run:
+    """What one convert makes of its plan: which images it must convert, its outputs (from the layers it
+    converted, or from the cache), and the files DST must hold for them."""
+
+    layout: Layout
+    conversion: ConversionPlan
+    selection: Selection
+    formats: tuple[Format, ...]
+    options: ConvertOptions
+    cache: Cache | None
+    blob_files: dict[str, tuple[Path, BlobRef]] = field(default_factory=dict)
+    cached_tags: set[str] = field(default_factory=set)
+    _hits: dict[tuple[int, int], BuiltNode] = field(default_factory=dict)  # (format, root) -> output
+    _files: dict[tuple[int, int], list[tuple[Path, BlobRef]]] = field(default_factory=dict)  # what each needs
+
+    def __post_init__(self) -> None:
+        if self.cache is None:
+            return
+        for number, made in enumerate(self.formats):
+            for index, root in enumerate(self.conversion.roots):
+                found = self.cache.lookup_output(self._key(made, root), self._source_blob)
+                if found is not None:
+                    self._hits[number, index] = found[0]
+                    self.blob_files.update(found[1])
+
+    def _source_blob(self, digest: str) -> Path:
+        return self.layout.blob_path(digest).absolute()
+
+    def _key(self, made: Format, root: RootPlan) -> str:
+        """Everything that decides the output of `root` in the format `made` (its tag aside)."""
+        descriptor = dict(root.node.descriptor.fields)
+        annotations = {k: v for k, v in dict(descriptor.get("annotations") or {}).items() if k != REF_NAME}
+        identity = {
+            "format": LAYER_FORMAT, "output": made.name, "engine": made.engine.identity(),
+            "oci": self.options.oci, "referrer": self.options.referrer,
+            "base": made.base.output.ref.digest if made.base else None,
+            "platforms": [str(p) for p in self.selection.platforms],
+            "source": {**descriptor, "annotations": annotations},
+        }  # fmt: skip
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+    def images_to_convert(self) -> list[ImagePlan]:
+        """The images of the roots some output of which is not in the cache, once each."""
+        wanted: dict[str, ImagePlan] = {}
+        for index, root in enumerate(self.conversion.roots):
+            if any((number, index) not in self._hits for number in range(len(self.formats))):
+                wanted.update((image.descriptor.digest, image) for image in iter_images(root.node))
+        return list(wanted.values())
+
+    def outputs(
+        self,
+        converted_by_worker: Sequence[tuple[dict[str, ConvertedLayer], ...]],
+        output_tags: Mapping[str, Sequence[str]],
+    ) -> dict[str, tuple[str, BuiltNode]]:
+        """Each output by tag, with its format; `layers` are the image workers' converted layers."""
+        built: dict[str, tuple[str, BuiltNode]] = {}
+        for number, made in enumerate(self.formats):
+            converted = {chain: layer for result in converted_by_worker for chain, layer in result[number].items()}
             for layer in [*([made.base] if made.base else []), *converted.values()]:
-                blob_files.update((ref.digest, (path, ref)) for path, ref in layer.blobs)
+                self.blob_files.update((ref.digest, (path, ref)) for path, ref in layer.blobs)
             output_options = OutputOptions(
-                oci=options.oci,
-                referrer=options.referrer,
+                oci=self.options.oci,
+                referrer=self.options.referrer,
                 artifact_type=made.engine.artifact_type,
                 base_layer=made.base.output if made.base else None,
             )
             outputs = {chain: layer.output for chain, layer in converted.items()}
-            for root, tag in zip(conversion.roots, output_tags[made.name], strict=True):
+            for index, (root, tag) in enumerate(zip(self.conversion.roots, output_tags[made.name], strict=True)):
+                hit = self._hits.get((number, index))
+                if hit is not None:
+                    self.cached_tags.add(tag)
+                    continue
                 built[tag] = (made.name, build(root.node, outputs, output_options))
-        if options.dump_manifest:
-            _dump(work, {tag: node for tag, (_, node) in built.items()})
-        _publish(destination, blob_files, {tag: node for tag, (_, node) in built.items()})
-    sources = {tag: root for tags in output_tags.values() for root, tag in zip(conversion.roots, tags, strict=True)}
-    outputs_report = [
-        OutputReport(tag, name, sources[tag].node.descriptor.digest, node.descriptor.digest, node.descriptor.media_type)
-        for tag, (name, node) in built.items()
-    ]
-    reports = [report for result in results for report in result.reports]
-    return ConvertReport(outputs_report, reports, list(conversion.warnings), round(time.perf_counter() - start, 3))
+                image_layers = [converted[p.chain_id] for image in iter_images(root.node) for p in image.layers]
+                needed = [*(made.base.blobs if made.base else ()), *(f for layer in image_layers for f in layer.blobs)]
+                self._files[number, index] = list(dict.fromkeys(needed))
+        for number, made in enumerate(self.formats):
+            for index, tag in enumerate(output_tags[made.name]):
+                if (number, index) in self._hits:
+                    built[tag] = (made.name, self._hits[number, index])
+        return built
+
+    def store_outputs(
+        self, built: Mapping[str, tuple[str, BuiltNode]], output_tags: Mapping[str, Sequence[str]]
+    ) -> None:
+        """Keep the outputs this run made in the cache."""
+        if self.cache is None or not self.cache.on:
+            return
+        sources = {layer.descriptor.digest for image in self.conversion.images() for layer in image.layers}
+        for number, made in enumerate(self.formats):
+            for index, (root, tag) in enumerate(zip(self.conversion.roots, output_tags[made.name], strict=True)):
+                if (number, index) not in self._hits:
+                    key, files = self._key(made, root), self._files[number, index]
+                    self.cache.store_output(key, root.node.descriptor.digest, built[tag][1], files, sources)
 
 
 def _publish(destination: Path, blob_files: Mapping[str, tuple[Path, BlobRef]], built: dict[str, BuiltNode]) -> None:

@@ -48,6 +48,7 @@ class LayerFinished:
     blob_bytes: int
     seconds: float
     reused: bool
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ def _line(event: Event) -> str:
     if isinstance(event, LayerStarted):
         return f"converting {event.label}"
     if isinstance(event, LayerFinished):
+        if event.cached:
+            return f"cached     {event.label}: from the cache ({human_size(event.blob_bytes)} written)"
         if event.reused:
             return f"reused     {event.label}: converted by an earlier run ({human_size(event.blob_bytes)} written)"
         rate = human_rate(event.tar_bytes, event.seconds)

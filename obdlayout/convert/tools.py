@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,11 @@ class OverlaybdTools:
             try:
                 # die_with_parent: a killed convert takes the tool with it.
                 status = subprocess.run(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=partial(die_with_parent, os.getpid()),
                 ).returncode
             except OSError as exc:
                 raise ToolError(where, f"{name} could not be started: {exc.strerror}") from None

@@ -51,6 +51,7 @@ class TurboOciEngine(Ext4Engine, ABC):
     """engine.LayerEngine for TurboOCI layers; `write_meta` makes the fs meta (and the gzip index)."""
 
     artifact_type = ARTIFACT_TYPE_TURBO
+    keyed_by_blob = True  # the gzip index and the target annotations are of the compressed blob
 
     def __init__(self, options: Ext4Options) -> None:
         # The fs meta is what `overlaybd-commit -z --turboOCI` writes: a ZFile, never tar-wrapped (§2.7).

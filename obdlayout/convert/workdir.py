@@ -63,14 +63,15 @@ class WorkDir:
         finally:
             os.close(fd)
 
-    def _layer_dir(self, key: str) -> Path:
+    def layer_dir(self, key: str) -> Path:
+        """Where the layer stored under `key` is."""
         return self.path / LAYERS / key
 
     def lookup(self, key: str, verify: bool = True) -> ConvertedLayer | None:
         """The finished layer stored under `key`, if it is whole: its files of the recorded sizes and, with
         `verify`, digests. One that is not (a file changed since: damage, or a hand's edit) is removed, so
         that the layer is converted again rather than published."""
-        home = self._layer_dir(key)
+        home = self.layer_dir(key)
         try:
             layer = ConvertedLayer.from_record(json.loads((home / RECORD).read_text()), home)
         except (OSError, ValueError, KeyError, TypeError):
@@ -97,7 +98,7 @@ class WorkDir:
                     os.chmod(path, BLOB_MODE)
             (temp / RECORD).write_text(json.dumps(made.record(temp)))
             try:
-                os.rename(temp, self._layer_dir(key))
+                os.rename(temp, self.layer_dir(key))
             except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise

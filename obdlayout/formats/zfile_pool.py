@@ -6,6 +6,7 @@ live in anonymous shared mappings inherited by forked workers; only slot numbers
 """
 
 import mmap
+import os
 from array import array
 from collections.abc import Iterator
 from contextlib import suppress
@@ -54,8 +55,9 @@ def _work(
     outputs: mmap.mmap,
     tasks: "SimpleQueue[Task | None]",
     results: "SimpleQueue[Result]",
+    parent: int,
 ) -> None:
-    die_with_parent()
+    die_with_parent(parent)
     codec = BlockCodec(algo)
     in_view, out_view = memoryview(inputs), memoryview(outputs)
     while (task := tasks.get()) is not None:
@@ -87,7 +89,10 @@ class CompressorPool:
         self._next_out = 0  # sequence number of the next batch to hand back
         self._seq_of_slot: dict[int, int] = {}
         self._done: dict[int, tuple[int, int, bytes]] = {}  # seq -> slot, used, lengths
-        args = (algo, block_size, batch_bytes, self._capacity, self._inputs, self._outputs, self._tasks, self._results)
+        args = (
+            algo, block_size, batch_bytes, self._capacity, self._inputs, self._outputs, self._tasks, self._results,
+            os.getpid(),
+        )  # fmt: skip
         self._procs: list[BaseProcess] = [ctx.Process(target=_work, args=args, daemon=True) for _ in range(workers)]
         for proc in self._procs:
             proc.start()

@@ -191,11 +191,12 @@ class _ChildStream(io.RawIOBase):
         data_read, data_write = os.pipe()
         status_read, status_write = os.pipe()
         _widen_pipe(data_write)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its effects are tested through the parent
             os.close(data_read)
             os.close(status_read)
-            _run_child(produce, data_write, status_write)
+            _run_child(produce, data_write, status_write, parent)
         os.close(data_write)
         os.close(status_write)
         self._pid = pid
@@ -276,12 +277,12 @@ def _widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, STREAM_CHUNK)
 
 
-def _run_child(produce: Callable[[BinaryIO], None], data: int, status: int) -> NoReturn:
+def _run_child(produce: Callable[[BinaryIO], None], data: int, status: int, parent: int) -> NoReturn:
     """In the child: produce into the pipe, report None or the error, and exit without running anything of
     the parent's (no atexit handlers, no buffered output of its own flushed twice)."""
     error: BaseException | None = None
     try:
-        die_with_parent()
+        die_with_parent(parent)
         with open(data, "wb", buffering=0) as sink:
             produce(sink)
     except BrokenPipeError:

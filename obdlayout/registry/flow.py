@@ -85,6 +85,10 @@ def convert_remote(
             pipeline_options = (
                 options if isinstance(destination, LayoutRef) else replace(options, work_dir=run / "layers")
             )
+            if isinstance(source, RegistryRef) and options.cache is not None:
+                # The Go convertor's columns: the cache's rows say which registry repository they came from.
+                origin = (source.host, source.repository)
+                pipeline_options = replace(pipeline_options, cache=replace(options.cache, origin=origin))
             report = run_pipeline(source_layout, out, selection, output_tags, pipeline_options, events).as_dict()
             if isinstance(destination, DirRef):
                 _write_dir(out, report["outputs"], destination)

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..errors import ObdlayoutError
@@ -140,7 +141,7 @@ class Skopeo:
         try:
             done = subprocess.run(
                 [self.executable, *args], stdin=subprocess.DEVNULL, capture_output=True, pass_fds=fds,
-                preexec_fn=die_with_parent,
+                preexec_fn=partial(die_with_parent, os.getpid()),
             )  # fmt: skip
         except OSError as exc:
             raise RegistryError("skopeo", f"could not be started: {exc.strerror}") from None
