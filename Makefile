@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 # e2fsprogs: e2fsck/debugfs check images, mke2fs builds the demo's sample file system;
 # skopeo: registry transport, and the tests check that it reads and copies what convert writes;
 # docker-registry, htpasswd (apache2-utils), openssl: the registry tests run a real registry (HTTP, HTTPS, auth);
-# mariadbd (mariadb-server): the cache tests run a real MariaDB for the fleet's shared index.
+# mariadbd (mariadb-server): the cache tests run a real MariaDB for the fleet's shared index;
+# fsck.erofs (erofs-utils): checks the EROFS images of --fstype erofs.
 SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs skopeo:skopeo \
-	docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl mariadbd:mariadb-server
+	docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl mariadbd:mariadb-server \
+	fsck.erofs:erofs-utils
 
 .PHONY: demo test lint bench fuzz system-deps clean
 

@@ -19,17 +19,27 @@ from typing import Any
 from .cache.cache import DB_TYPES, DEFAULT_LEASE, DEFAULT_MAX_SIZE, CacheSettings, default_directory
 from .cache.dsn import DsnError
 from .convert.native import DEFAULT_BASELAYER
-from .convert.pipeline import ENGINES, NATIVE, OVERLAYBD, OVERLAYBD_TOOLS, TURBO_OCI, ConvertOptions
+from .convert.pipeline import (
+    ENGINES,
+    EROFS,
+    EXT4,
+    FSTYPES,
+    NATIVE,
+    OVERLAYBD,
+    OVERLAYBD_TOOLS,
+    TURBO_OCI,
+    ConvertOptions,
+)
 from .convert.pipeline import convert as run_pipeline
 from .convert.progress import Events
 from .convert.tools import DEFAULT_TOOLS_DIR
 from .errors import ObdlayoutError
-from .ext4.reader import ImageFilesystem
 from .formats.commit import BlobOptions
 from .formats.zfile_layout import BLOCK_SIZES, Algorithm
 from .formats.zfile_writer import default_jobs
 from .inspect.image import FoundImage, open_filesystem, select_image
 from .inspect.listing import cat, ls
+from .inspect.readfs import ImageFs
 from .oci.descriptor import Platform
 from .oci.digest import check_digest
 from .oci.layout import Layout
@@ -58,6 +68,7 @@ def convert(
     mkfs: bool = True,
     baselayer: str | Path = DEFAULT_BASELAYER,
     vsize_gib: int = 64,
+    fstype: str = EXT4,
     algorithm: str = "lz4",
     block_kib: int = 4,
     jobs: int | None = None,
@@ -98,6 +109,14 @@ def convert(
         raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine != OVERLAYBD_TOOLS and tools_dir is not None:
         raise OptionError("tools_dir", f"a tools directory is for the engine {OVERLAYBD_TOOLS!r} only")
+    if fstype not in FSTYPES:
+        raise OptionError("fstype", f"must be one of {', '.join(FSTYPES)}, not {fstype!r}")
+    if fstype == EROFS and not turbo_oci:
+        raise OptionError("fstype", "EROFS is for TurboOCI images: give a --turbo-oci tag (overlaybd images are ext4)")
+    if fstype == EROFS and not mkfs:
+        raise OptionError("fstype", "EROFS images start their own file system: --no-mkfs (a baselayer) is for ext4")
+    if fstype == EROFS and engine == OVERLAYBD_TOOLS:
+        raise OptionError("fstype", f"the engine {OVERLAYBD_TOOLS!r} makes ext4 TurboOCI images only")
     if engine != OVERLAYBD_TOOLS and disable_sparse:
         raise OptionError("disable_sparse", f"sparse writable files are the engine {OVERLAYBD_TOOLS!r}'s only")
     cache_settings = _cache_settings(cache, cache_dir, db_type, db_str, cache_lease, cache_max_size)
@@ -136,6 +155,7 @@ def convert(
         mkfs=mkfs,
         baselayer=Path(baselayer),
         vsize=_positive("vsize_gib", vsize_gib) * GiB,
+        fstype=fstype,
         blob=blob_options(algorithm, block_kib, jobs),
         oci=oci,
         referrer=referrer,
@@ -294,7 +314,7 @@ class Image:
 
     layout: Layout
     found: FoundImage
-    fs: ImageFilesystem
+    fs: ImageFs
     _files: ExitStack
 
     @property

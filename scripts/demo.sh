@@ -21,6 +21,10 @@ echo "== obdlayout verify: digests, annotations, CRCs, e2fsck, and each tree aga
 "$obdlayout" verify "$out/converted:demo" --against "$out/source"
 "$obdlayout" verify "$out/converted:demo-turbo" --against "$out/source:demo"
 
+echo "== obdlayout convert --fstype erofs: TurboOCI with EROFS metadata (checked by fsck.erofs when installed)"
+"$obdlayout" convert "$out/source" "$out/converted" -i demo --turbo-oci demo-erofs --fstype erofs
+"$obdlayout" verify "$out/converted:demo-erofs" --against "$out/source:demo"
+
 echo "== the layer blobs"
 manifest=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['manifests'][0]['digest'].split(':')[1])" "$out/converted/index.json")
 mapfile -t layers < <("$python" -c "import json,sys; [print('$out/converted/blobs/sha256/' + l['digest'].split(':')[1]) for l in json.load(open(sys.argv[1]))['layers']]" "$out/converted/blobs/sha256/$manifest")

@@ -288,15 +288,16 @@ class MountUnavailable(Exception):
 
 
 @contextmanager
-def mounted(image: Path, workdir: Path, writable: bool = False) -> Iterator[Path]:
-    """`image` mounted through a loop device, read-only unless asked; MountUnavailable when this machine cannot."""
+def mounted(image: Path, workdir: Path, writable: bool = False, fstype: str = "ext4") -> Iterator[Path]:
+    """`image` mounted through a loop device, read-only unless asked; MountUnavailable when this machine cannot
+    (or its kernel has no `fstype`)."""
     if os.geteuid() != 0:
         raise MountUnavailable("mounting needs root")
     point = Path(tempfile.mkdtemp(prefix="mnt-", dir=workdir))
     options = "loop,nosuid,nodev,noexec," + ("rw" if writable else "ro")
     try:
         done = subprocess.run(
-            ["mount", "-t", "ext4", "-o", options, str(image), str(point)],
+            ["mount", "-t", fstype, "-o", options, str(image), str(point)],
             capture_output=True,
             text=True,
             timeout=120,

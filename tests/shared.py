@@ -35,7 +35,7 @@ def shared(*parts: str) -> Path:
 def require_tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if found is None:
-        pytest.skip(f"{name} is not installed (make test installs e2fsprogs)")
+        pytest.skip(f"{name} is not installed (make test installs it)")
     return found
 
 
@@ -56,16 +56,26 @@ FSCK_TIMEOUT = 600  # seconds; a badly broken image can make e2fsck spin
 
 def fsck(image: Path, timeout: float = FSCK_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """`e2fsck -fn` with no terminal to ask and a time limit (a hang fails the test, naming the image)."""
+    return _check(["e2fsck", "-fn"], image, timeout)
+
+
+def _check(command: list[str], image: Path, timeout: float = FSCK_TIMEOUT) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            [require_tool("e2fsck"), "-fn", str(image)],
+            [require_tool(command[0]), *command[1:], str(image)],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"e2fsck -fn {image} did not finish within {timeout} s")
+        pytest.fail(f"{' '.join(command)} {image} did not finish within {timeout} s")
+
+
+def assert_erofs_clean(image: Path) -> None:
+    """Debian's `fsck.erofs` (erofs-utils) exits 0: every inode, directory and data block read and checked."""
+    check = _check(["fsck.erofs"], image)
+    assert check.returncode == 0, f"fsck.erofs exit {check.returncode}:\n{check.stdout[-4000:]}{check.stderr[-4000:]}"
 
 
 def assert_fsck_clean(image: Path) -> str:

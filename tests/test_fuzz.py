@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 from fixtures.make_layers import LayerWriter
 from obdlayout.convert.native import build_layer
+from obdlayout.convert.turbo_erofs import build_erofs_layer
+from obdlayout.erofs.reader import ErofsImage
 from obdlayout.errors import ObdlayoutError
 from obdlayout.ext4.reader import open_image
 from obdlayout.formats.blob import Blob, StackLayer, open_layers, write_raw
@@ -41,7 +43,7 @@ from obdlayout.oci.layout import Layout
 from obdlayout.tar.reader import TarReader
 from obdlayout.tar.ustar import BLOCK, checksum_ok, stamp_checksum
 
-from .shared import memo
+from .shared import PLAIN_BLOB, memo, pack_raw_image_file
 from .test_ext4_build import deadline
 
 FUZZ_EXAMPLES = 60 if os.environ.get("HYPOTHESIS_PROFILE") != "fuzz" else 5000
@@ -207,6 +209,80 @@ def _sample_raw(factory: pytest.TempPathFactory) -> bytes:
         return raw.read_bytes()
 
     return memo("fuzz-raw", make)
+
+
+# -- the EROFS reader, and the EROFS writer on a damaged lower image ------------------------------------------
+
+
+def _sample_erofs(factory: pytest.TempPathFactory) -> bytes:
+    """The sample tar as a TurboOCI EROFS layer, then a second layer changing it: the merged raw disk."""
+
+    def make() -> bytes:
+        where = factory.mktemp("fuzz-erofs")
+        tar = where / "layer.tar"
+        tar.write_bytes(_sample_tar())
+        layers: list[StackLayer] = []
+        for number in range(2):
+            blob = where / f"layer{number}.blob"
+            with blob.open("w+b") as sink, tar.open("rb") as stream:
+                build_erofs_layer(sink, stream, lowers=layers, vsize=8 << 20, options=PLAIN_BLOB)
+            layers.append(StackLayer(blob, tar))
+        raw = where / "disk.raw"
+        with ExitStack() as stack, raw.open("w+b") as out:
+            write_raw(open_layers(layers, stack), out)
+        return raw.read_bytes()
+
+    return memo("fuzz-erofs", make)
+
+
+def _damaged_erofs(data: st.DataObject, factory: pytest.TempPathFactory) -> bytes:
+    raw = _sample_erofs(factory)
+    metadata = [offset for offset in range(0, len(raw), 4096) if raw[offset : offset + 4096].strip(b"\0")]
+    block = data.draw(st.sampled_from(metadata))
+    return _damage(raw, data.draw, (block, block + 4096))
+
+
+@settings(max_examples=FUZZ_EXAMPLES)
+@given(data=st.data())
+def test_the_erofs_reader_behind_inspect(data: st.DataObject, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Superblock, inodes, xattr areas, directory blocks and inline tails damaged."""
+    damaged = _damaged_erofs(data, tmp_path_factory)
+
+    def read() -> None:
+        fs = ErofsImage(BytesSource(damaged, "disk").pread, len(damaged))
+        image_tree(fs, contents=False)
+        list(ls(fs, b"/", long=True, recursive=True))
+        for entry in fs.walk(fs.root):
+            if stat.S_ISREG(entry.inode.mode):
+                for _ in zip(range(2), fs.iter_data(entry.inode, "file"), strict=False):
+                    pass
+
+    _survives(read)
+
+
+@settings(max_examples=FUZZ_EXAMPLES // 2)
+@given(data=st.data())
+def test_the_erofs_writer_on_a_damaged_lower_image(
+    data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A layer applied on a damaged EROFS image: it reads the lower directories, inodes and xattrs it touches."""
+    damaged = _damaged_erofs(data, tmp_path_factory)[: 8 << 20]
+    damaged += bytes(-len(damaged) % 4096)  # a disk is whole blocks
+    where = tmp_path_factory.mktemp("fuzz-erofs-layer")
+    lower = pack_raw_image_file(_write(where / "lower.raw", damaged), where / "lower.blob", 8 << 20)
+
+    def write() -> None:
+        with (where / "upper.blob").open("w+b") as sink:
+            build_erofs_layer(
+                sink, io.BytesIO(_sample_tar()), lowers=[StackLayer(lower)], vsize=8 << 20, options=PLAIN_BLOB
+            )
+
+    _survives(write)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 # -- the gzip index and the TurboOCI archive ---------------------------------------------------------------

@@ -21,8 +21,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from obdlayout.convert.native import build_layer
+from obdlayout.convert.turbo_erofs import build_erofs_layer
+from obdlayout.erofs.reader import ErofsImage
 from obdlayout.ext4.reader import open_image
-from obdlayout.formats.blob import open_stack
+from obdlayout.formats.blob import StackLayer, open_layers, open_stack, write_raw
 from obdlayout.formats.commit import BlobOptions
 from obdlayout.inspect.fstree import image_tree
 from obdlayout.inspect.source import SourceTree
@@ -30,7 +32,7 @@ from obdlayout.inspect.tree import Node, link_groups
 from obdlayout.layers.errors import LayerError
 
 from .ocimodel import Entry, Model, ModelError, Tree, canonical_xattr, differences
-from .shared import assert_fsck_clean, fixture_layers, write_raw_image
+from .shared import assert_erofs_clean, assert_fsck_clean, fixture_layers, write_raw_image
 
 VSIZE = 64 << 20
 PLAIN = BlobOptions(compression=None, tar=False)
@@ -173,6 +175,27 @@ def ext4_outcome(tars: list[Path], work: Path) -> Tree | str:
     return _without_dir_links(as_model_tree(tree))
 
 
+def erofs_outcome(tars: list[Path], work: Path) -> Tree | str:
+    """The layers as TurboOCI EROFS layers over the tars themselves, read back by our reader; fsck.erofs judges
+    every stack."""
+    layers: list[StackLayer] = []
+    try:
+        for number, tar in enumerate(tars):
+            blob = work / f"erofs{number}.blob"
+            with blob.open("w+b") as sink, tar.open("rb") as stream:
+                build_erofs_layer(sink, stream, lowers=layers, vsize=VSIZE, layer_name=tar.name, options=PLAIN)
+            layers.append(StackLayer(blob, tar))
+            with ExitStack() as stack, (work / "erofs.raw").open("w+b") as out:
+                write_raw(open_layers(layers, stack), out)
+            assert_erofs_clean(work / "erofs.raw")
+    except LayerError:
+        return REFUSED
+    with ExitStack() as stack:
+        disk = open_layers(layers, stack)
+        tree = image_tree(ErofsImage(disk.read, disk.virtual_size))
+    return _without_dir_links(as_model_tree(tree))
+
+
 def _agree(model: Tree | str, other: Tree | str, what: str) -> None:
     if isinstance(model, str) or isinstance(other, str):
         assert model == other, f"the model says {model if isinstance(model, str) else 'a tree'}, {what} says {other}"
@@ -183,7 +206,7 @@ def _agree(model: Tree | str, other: Tree | str, what: str) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(layer_entries=layers)
-def test_random_layers_give_the_models_tree_in_memory_and_in_ext4(
+def test_random_layers_give_the_models_tree_in_memory_in_ext4_and_in_erofs(
     layer_entries: list[list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]],
 ) -> None:
     with TemporaryDirectory() as tmp:
@@ -193,6 +216,7 @@ def test_random_layers_give_the_models_tree_in_memory_and_in_ext4(
         event(expected if isinstance(expected, str) else f"{len(expected.entries)} paths")
         _agree(expected, memory_outcome(tars), "the rules on the memory tree")
         _agree(expected, ext4_outcome(tars, work), "the rules on ext4")
+        _agree(expected, erofs_outcome(tars, work), "the rules on EROFS")
 
 
 # -- the cases that once told the two apart -----------------------------------------------------------

@@ -16,7 +16,7 @@ from ..errors import ObdlayoutError
 from ..inspect.errors import InspectError
 from ..inspect.extract import ExtractReport, extract_tar
 from ..inspect.extract_dir import extract_dir
-from ..inspect.fsck import find_e2fsck
+from ..inspect.fsck import find_checker, find_e2fsck
 from ..inspect.image import FoundImage, Target, find_images, open_filesystem, open_layout, parse_target, select_image
 from ..inspect.listing import NotAFile
 from ..inspect.listing import cat as cat_file
@@ -307,7 +307,7 @@ def verify(target: str, against: str | None) -> None:
     if against is not None:
         source_target = parse_target(against)
         source = Source(open_layout(source_target), source_target.tag)
-    report = verify_images(layout, parsed.tag, source, find_e2fsck())
+    report = verify_images(layout, parsed.tag, source, {"ext4": find_e2fsck(), "erofs": find_checker("erofs")})
     for kind, text in report.lines:
         click.echo(f"{kind:<5} {text}", err=kind == FAULT)
     if report.faults:

@@ -38,11 +38,15 @@ from .progress import Events, Message
 from .tools import DEFAULT_TOOLS_DIR
 from .tools_engines import ToolsOverlaybdEngine, ToolsTurboOciEngine
 from .turbo import NativeTurboOciEngine
+from .turbo_erofs import NativeTurboErofsEngine
 from .workdir import WorkDir, default_work_dir
 from .worker import Format, ImageJob, ImageReport, image_label, run_jobs
 
 OVERLAYBD = "overlaybd"
 TURBO_OCI = "turbo-oci"
+EXT4 = "ext4"
+EROFS = "erofs"
+FSTYPES = (EXT4, EROFS)
 FORMATS = (OVERLAYBD, TURBO_OCI)
 NATIVE = "native"  # our own ext4 writer and blob formats
 OVERLAYBD_TOOLS = "overlaybd-tools"  # the overlaybd tools, run as the Go convertor runs them
@@ -54,6 +58,7 @@ class ConvertOptions:
     mkfs: bool = True
     baselayer: Path = DEFAULT_BASELAYER
     vsize: int = DEFAULT_VSIZE
+    fstype: str = EXT4  # of TurboOCI images
     blob: BlobOptions = DEFAULT_BLOB
     oci: bool = True
     referrer: bool = False
@@ -98,7 +103,9 @@ def make_engine(name: str, options: ConvertOptions) -> LayerEngine:
         if name == TURBO_OCI:
             return ToolsTurboOciEngine(ext4, options.tools_dir, keep_files=keep)
         return ToolsOverlaybdEngine(ext4, options.tools_dir, sparse=options.sparse, keep_files=keep)
-    return NativeTurboOciEngine(ext4) if name == TURBO_OCI else NativeExt4Engine(ext4)
+    if name == TURBO_OCI:
+        return NativeTurboErofsEngine(ext4) if options.fstype == EROFS else NativeTurboOciEngine(ext4)
+    return NativeExt4Engine(ext4)
 
 
 def convert(

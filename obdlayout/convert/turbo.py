@@ -44,14 +44,13 @@ from .errors import ConvertError
 from .native import Ext4Engine, Ext4Options, write_native_layer
 from .workdir import WorkDir
 
-FS_META_NAME = FS_META_NAMES[0]
-
 
 class TurboOciEngine(Ext4Engine, ABC):
     """engine.LayerEngine for TurboOCI layers; `write_meta` makes the fs meta (and the gzip index)."""
 
     artifact_type = ARTIFACT_TYPE_TURBO
     keyed_by_blob = True  # the gzip index and the target annotations are of the compressed blob
+    fs_meta_name = FS_META_NAMES[0]  # the snapshotter picks the file system by it
 
     def __init__(self, options: Ext4Options) -> None:
         # The fs meta is what `overlaybd-commit -z --turboOCI` writes: a ZFile, never tar-wrapped (§2.7).
@@ -73,12 +72,14 @@ class TurboOciEngine(Ext4Engine, ABC):
                 "(through a gzip index) and plain tar only; convert this image with --overlaybd",
             )
         gzip_meta = out / GZIP_META_NAME if compression is Compression.GZIP else None
-        meta = out / FS_META_NAME
+        meta = out / self.fs_meta_name
         warnings = self.write_meta(source, lowers, meta, gzip_meta)
         marker = out / MARKER_NAME
         marker.touch()
         archive = out / ARCHIVE_NAME
-        members = [(FS_META_NAME, meta), (MARKER_NAME, marker)] + ([(GZIP_META_NAME, gzip_meta)] if gzip_meta else [])
+        members = [(self.fs_meta_name, meta), (MARKER_NAME, marker)] + (
+            [(GZIP_META_NAME, gzip_meta)] if gzip_meta else []
+        )
         diff_id = write_archive(archive, members)
         ref = digest_file(archive)
         target = source.plan.descriptor
@@ -113,15 +114,26 @@ class NativeTurboOciEngine(TurboOciEngine):
     def write_meta(
         self, source: SourceLayer, lowers: Sequence[ConvertedLayer], meta: Path, gzip_meta: Path | None
     ) -> tuple[str, ...]:
-        index = GzipIndexBuilder(gzip_meta) if gzip_meta is not None and source.spool is None else None
+        index = gzip_index_builder(source, gzip_meta)
         # No uuids: the Go convertor commits TurboOCI layers without --uuid.
         result = write_native_layer(
             self.options, source, lowers, meta, uuids=False, placement=MAP_TO_TAR, gzip_index=index
         )
-        if gzip_meta is not None and index is None:  # spooled: the index was made in that pass
-            assert source.spool is not None and source.spool.gzip_index is not None
-            shutil.copyfile(source.spool.gzip_index, gzip_meta)
+        keep_spooled_index(source, gzip_meta)
         return tuple(result.apply.warnings)
+
+
+def gzip_index_builder(source: SourceLayer, gzip_meta: Path | None) -> GzipIndexBuilder | None:
+    """What builds a gzip layer's index `gzip_meta` as the layer is read; None for a plain tar, or when the
+    layer was spooled (that pass made the index: `keep_spooled_index`)."""
+    return GzipIndexBuilder(gzip_meta) if gzip_meta is not None and source.spool is None else None
+
+
+def keep_spooled_index(source: SourceLayer, gzip_meta: Path | None) -> None:
+    """The index a spooling pass made, as `gzip_meta`."""
+    if gzip_meta is not None and source.spool is not None:
+        assert source.spool.gzip_index is not None
+        shutil.copyfile(source.spool.gzip_index, gzip_meta)
 
 
 def target_media_type(source_media_type: str, compression: Compression) -> str:

@@ -7,8 +7,9 @@ Nothing here reads the clock or a random source: the same operations give the sa
 
 import struct
 from collections.abc import Mapping
+from dataclasses import replace
 
-from ..layers.tree import FileContent, Stamp
+from ..layers.tree import SYMLINK_PERMISSIONS, FileContent, Stamp
 from .alloc import Allocator, Geometry
 from .device import BlockDevice
 from .dirs import Directory
@@ -302,7 +303,7 @@ class Filesystem:
     def symlink(self, parent: int, name: bytes, target: bytes, stamp: Stamp) -> int:
         if not target or len(target) >= BLOCK_SIZE or b"\0" in target:
             raise Ext4Error(f"symlink target of {len(target)} bytes cannot be stored (1 to {BLOCK_SIZE - 1}, no NUL)")
-        ino, inode = self._new_inode(S_IFLNK, Stamp(0o777, stamp.uid, stamp.gid, stamp.mtime, stamp.mtime_ns))
+        ino, inode = self._new_inode(S_IFLNK, replace(stamp, mode=SYMLINK_PERMISSIONS))
         if len(target) <= FAST_SYMLINK_MAX:
             inode.i_block = target
         else:

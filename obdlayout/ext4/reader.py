@@ -10,6 +10,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..treewalk import walk_tree
 from ..units import STREAM_CHUNK
 from .device import BlockDevice, LowerRead
 from .dirs import Directory
@@ -24,7 +25,6 @@ from .layout import (
     INCOMPAT_EXTENTS,
     INCOMPAT_FLEX_BG,
     ROOT_INO,
-    S_IFDIR,
     SUPERBLOCK_OFFSET,
     SUPERBLOCK_SIZE,
     GroupDesc,
@@ -123,28 +123,16 @@ class ImageFilesystem(Filesystem):
             _parse_entries(data, BLOCK_HEADER.size, found, f"{where} (xattr block {block})")
         return found
 
+    def device_numbers(self, inode: Inode) -> tuple[int, int]:
+        return device_numbers(inode)
+
     def walk(self, start: int = ROOT_INO) -> Iterator["Entry"]:
         """Every entry under `start` (itself first, path ()), depth first, names in byte order.
 
         A directory met twice (a loop a crafted image may hold) is a CorruptFilesystem.
         """
-        seen: set[int] = set()
-        # A stack of pending siblings rather than recursion: a crafted image may nest deeper than Python.
-        stack: list[Iterator[tuple[tuple[bytes, ...], int]]] = [iter([((), start)])]
-        while stack:
-            item = next(stack[-1], None)
-            if item is None:
-                stack.pop()
-                continue
-            path, ino = item
-            inode = self.inode(ino)
+        for path, ino, inode in walk_tree(start, self.inode, self.entries, CorruptFilesystem):
             yield Entry(path, ino, inode)
-            if inode.file_type != S_IFDIR:
-                continue
-            if ino in seen:
-                raise CorruptFilesystem(f"directory inode {ino} appears twice in the tree (at {b'/'.join(path)!r})")
-            seen.add(ino)
-            stack.append(iter([((*path, name), child) for name, child in sorted(self.entries(ino).items())]))
 
 
 @dataclass(frozen=True)

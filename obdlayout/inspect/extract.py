@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ..ext4.reader import Entry, ImageFilesystem, device_numbers
 from ..tar.reader import BLOCKDEV, CHAR, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK
+from .readfs import EntryView, ImageFs
 from .tarwriter import Member, PaxTarWriter
 from .tree import display
 
@@ -40,9 +40,9 @@ def safe_name(name: bytes) -> bool:
     return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name
 
 
-def safe_entries(fs: ImageFilesystem, report: ExtractReport) -> Iterator[Entry]:
+def safe_entries(fs: ImageFs, report: ExtractReport) -> Iterator[EntryView]:
     """The tree below the root, less what has an unsafe name (and everything under it)."""
-    for entry in fs.walk():
+    for entry in fs.walk(fs.root):
         if not entry.path:
             continue
         if not all(safe_name(name) for name in entry.path):
@@ -52,7 +52,7 @@ def safe_entries(fs: ImageFilesystem, report: ExtractReport) -> Iterator[Entry]:
         yield entry
 
 
-def extract_tar(fs: ImageFilesystem, out: BinaryIO) -> ExtractReport:
+def extract_tar(fs: ImageFs, out: BinaryIO) -> ExtractReport:
     """The tree as a pax tar: the root's entries (not the root itself, which applying a layer skips),
     directories before their contents, a hard link's second and later paths as links to the first."""
     report = ExtractReport()
@@ -85,7 +85,7 @@ def extract_tar(fs: ImageFilesystem, out: BinaryIO) -> ExtractReport:
             if kind == stat.S_IFLNK:
                 member.linkname = fs.symlink_target(entry.ino)
             elif kind != stat.S_IFIFO:
-                member.devmajor, member.devminor = device_numbers(inode)
+                member.devmajor, member.devminor = fs.device_numbers(inode)
             writer.add(member)
         else:
             report.warn(f"skipped: unknown file type {kind:#o}", path)

@@ -18,10 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ext4.layout import ROOT_INO, Inode
-from ..ext4.reader import Entry, ImageFilesystem, device_numbers
 from .errors import InspectError
 from .extract import ExtractReport, safe_entries
+from .readfs import EntryView, ImageFs, InodeView
 from .tree import display
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -32,11 +31,11 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 class _OpenDir:
     path: tuple[bytes, ...]
     fd: int
-    inode: Inode
+    inode: InodeView
 
 
 class _DirWriter:
-    def __init__(self, fs: ImageFilesystem, root_fd: int, privileged: bool, report: ExtractReport) -> None:
+    def __init__(self, fs: ImageFs, root_fd: int, privileged: bool, report: ExtractReport) -> None:
         self.fs = fs
         self.root_fd = root_fd
         self.privileged = privileged
@@ -45,7 +44,7 @@ class _DirWriter:
         self.me = (os.geteuid(), os.getegid())
 
     def run(self) -> None:
-        root = self.fs.inode(ROOT_INO)
+        root = self.fs.inode(self.fs.root)
         stack = [_OpenDir((), self.root_fd, root)]
         try:
             for entry in safe_entries(self.fs, self.report):
@@ -62,7 +61,7 @@ class _DirWriter:
             for opened in stack[1:]:
                 os.close(opened.fd)
 
-    def _make(self, dir_fd: int, entry: Entry) -> _OpenDir | None:
+    def _make(self, dir_fd: int, entry: EntryView) -> _OpenDir | None:
         inode, name, path = entry.inode, entry.path[-1], b"/".join(entry.path)
         kind = inode.file_type
         if kind != stat.S_IFDIR and entry.ino in self.first_path:
@@ -79,7 +78,7 @@ class _DirWriter:
             os.symlink(self.fs.symlink_target(entry.ino), name, dir_fd=dir_fd)
             self._stamp_by_name(dir_fd, name, inode, path, symlink=True)
         elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
-            device = os.makedev(*device_numbers(inode)) if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+            device = os.makedev(*self.fs.device_numbers(inode)) if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
             try:
                 os.mknod(name, kind | 0o600, device, dir_fd=dir_fd)
             except PermissionError:
@@ -94,7 +93,7 @@ class _DirWriter:
         self.report.entries += 1
         return opened
 
-    def _write_file(self, dir_fd: int, name: bytes, entry: Entry) -> None:
+    def _write_file(self, dir_fd: int, name: bytes, entry: EntryView) -> None:
         inode, path = entry.inode, b"/".join(entry.path)
         fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
@@ -118,13 +117,13 @@ class _DirWriter:
                 os.close(opened.fd)
 
     # Owner first: chown clears setuid/setgid bits and security.capability, so mode and xattrs follow it.
-    def _stamp_fd(self, fd: int, inode: Inode, path: bytes) -> None:
+    def _stamp_fd(self, fd: int, inode: InodeView, path: bytes) -> None:
         self._chown(lambda: os.fchown(fd, inode.uid, inode.gid), inode, path)
         self._set_xattrs(lambda name, value: os.setxattr(fd, name, value), inode, path)
         os.fchmod(fd, inode.mode & 0o7777)
         os.utime(fd, ns=(_ns(inode), _ns(inode)))
 
-    def _stamp_by_name(self, dir_fd: int, name: bytes, inode: Inode, path: bytes, symlink: bool) -> None:
+    def _stamp_by_name(self, dir_fd: int, name: bytes, inode: InodeView, path: bytes, symlink: bool) -> None:
         """For what cannot be opened safely (symlinks, devices, fifos): *at calls that do not follow the name."""
         self._chown(lambda: os.chown(name, inode.uid, inode.gid, dir_fd=dir_fd, follow_symlinks=False), inode, path)
         # No fd-relative lsetxattr exists: /proc/self/fd/N is the directory itself, and the last name is not followed.
@@ -134,7 +133,7 @@ class _DirWriter:
             os.chmod(name, inode.mode & 0o7777, dir_fd=dir_fd)
         os.utime(name, ns=(_ns(inode), _ns(inode)), dir_fd=dir_fd, follow_symlinks=False)
 
-    def _chown(self, chown: Callable[[], None], inode: Inode, path: bytes) -> None:
+    def _chown(self, chown: Callable[[], None], inode: InodeView, path: bytes) -> None:
         if self.privileged:
             try:
                 chown()
@@ -143,7 +142,7 @@ class _DirWriter:
         elif (inode.uid, inode.gid) != self.me:
             self.report.warn("owner not kept: changing owners needs root", path)
 
-    def _set_xattrs(self, setter: Callable[[str, bytes], None], inode: Inode, path: bytes) -> None:
+    def _set_xattrs(self, setter: Callable[[str, bytes], None], inode: InodeView, path: bytes) -> None:
         for key, value in self.fs.xattrs(inode, display(path)).items():
             try:
                 setter(key, value)
@@ -151,7 +150,7 @@ class _DirWriter:
                 self.report.warn(f"xattr {key.split('.')[0]}.* not set: {exc.strerror}", path)
 
 
-def _ns(inode: Inode) -> int:
+def _ns(inode: InodeView) -> int:
     seconds, nanoseconds = inode.mtime
     return seconds * 1_000_000_000 + nanoseconds
 
@@ -163,7 +162,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[done:], offset + done
 
 
-def extract_dir(fs: ImageFilesystem, target: Path, privileged: bool | None = None) -> ExtractReport:
+def extract_dir(fs: ImageFs, target: Path, privileged: bool | None = None) -> ExtractReport:
     """Make `target` (absent, or an empty directory) hold the image's tree; the root's metadata goes on it."""
     if privileged is None:
         privileged = os.geteuid() == 0

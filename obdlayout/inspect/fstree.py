@@ -1,17 +1,17 @@
-"""The tree model (tree.py) of an image's ext4 file system: every path, contents hashed as they stream by."""
+"""The tree model (tree.py) of an image's file system: every path, contents hashed as they stream by."""
 
 import hashlib
 import stat
 
-from ..ext4.reader import Entry, ImageFilesystem, device_numbers
+from .readfs import EntryView, ImageFs
 from .tree import Node, Tree, display
 
 
-def image_tree(fs: ImageFilesystem, contents: bool = True) -> Tree:
+def image_tree(fs: ImageFs, contents: bool = True) -> Tree:
     """The whole tree; without `contents` regular files are not read (sha256 stays None)."""
     tree: Tree = {}
     by_inode: dict[int, Node] = {}  # non-directories, so that hard links share one record
-    for entry in fs.walk():
+    for entry in fs.walk(fs.root):
         path = b"/".join(entry.path)
         known = by_inode.get(entry.ino)
         if known is None:
@@ -22,7 +22,7 @@ def image_tree(fs: ImageFilesystem, contents: bool = True) -> Tree:
     return tree
 
 
-def node_of(fs: ImageFilesystem, entry: Entry, contents: bool = True) -> Node:
+def node_of(fs: ImageFs, entry: EntryView, contents: bool = True) -> Node:
     inode = entry.inode
     where = display(b"/".join(entry.path))
     kind = inode.file_type
@@ -44,5 +44,5 @@ def node_of(fs: ImageFilesystem, entry: Entry, contents: bool = True) -> Node:
     elif kind == stat.S_IFLNK:
         node.target = fs.symlink_target(entry.ino)
     elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-        node.rdev = device_numbers(inode)
+        node.rdev = fs.device_numbers(inode)
     return node

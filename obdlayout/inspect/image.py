@@ -12,9 +12,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ext4.errors import Ext4Error
-from ..ext4.reader import ImageFilesystem, open_image
 from ..formats.stack import LsmtStack
+from ..layers.errors import TreeError
 from ..oci.descriptor import Descriptor, Platform
 from ..oci.documents import Manifest
 from ..oci.errors import LayoutError
@@ -23,6 +22,7 @@ from ..oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OVERLAYBD_ANNOTATION_P
 from ..oci.walk import IndexWalker
 from .errors import InspectError
 from .layers import open_stack_of
+from .readfs import ImageFs, open_image_fs
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,12 @@ def open_layers(layout: Layout, layers: list[Descriptor]) -> Iterator[LsmtStack]
 
 
 @contextmanager
-def open_filesystem(layout: Layout, image: FoundImage) -> Iterator[ImageFilesystem]:
-    """The image's merged ext4 file system; the layer blobs stay open until the block ends."""
+def open_filesystem(layout: Layout, image: FoundImage) -> Iterator[ImageFs]:
+    """The image's merged file system (ext4, or EROFS); the layer blobs stay open until the block ends."""
     with open_layers(layout, checked_layers(layout, image)) as disk:
         try:
-            fs = open_image(disk.read, disk.virtual_size)
-        except Ext4Error as exc:
+            fs = open_image_fs(disk.read, disk.virtual_size)
+        except TreeError as exc:
             raise InspectError(f"{layout.root}:{image.tag}", f"{image.label}: {exc}") from None
         yield fs
 

@@ -4,23 +4,23 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from ..ext4.layout import ROOT_INO, Inode
-from ..ext4.reader import ImageFilesystem, device_numbers
 from ..layers.paths import components, resolve
+from .readfs import ImageFs, InodeView
 from .tree import kind_name
 
 
 class ImageOps:
-    """An ext4 image seen through layers.paths.PathOps: nodes are inode numbers."""
+    """An image's file system seen through layers.paths.PathOps: nodes are inode numbers (or nids)."""
 
-    def __init__(self, fs: ImageFilesystem) -> None:
+    def __init__(self, fs: ImageFs) -> None:
         self.fs = fs
 
     def lookup(self, directory: int, name: bytes) -> int | None:
         return self.fs.entries(directory).get(name)
 
     def kind(self, node: int) -> int:
-        return self.fs.inode(node).file_type
+        inode: InodeView = self.fs.inode(node)
+        return inode.file_type
 
     def symlink_target(self, node: int) -> bytes:
         return self.fs.symlink_target(node)
@@ -30,12 +30,12 @@ class NotAFile(Exception):
     """`cat` of something that has no contents to show."""
 
 
-def lookup(fs: ImageFilesystem, path: bytes, follow_last: bool = True) -> int:
+def lookup(fs: ImageFs, path: bytes, follow_last: bool = True) -> int:
     """The inode at `path` (absolute or relative to the root alike); layers.paths.ResolveError if there is none."""
-    return resolve(ImageOps(fs), ROOT_INO, components(path), follow_last=follow_last)
+    return resolve(ImageOps(fs), fs.root, components(path), follow_last=follow_last)
 
 
-def cat(fs: ImageFilesystem, path: bytes) -> Iterator[bytes]:
+def cat(fs: ImageFs, path: bytes) -> Iterator[bytes]:
     """A regular file's contents in pieces; symlinks are followed inside the image."""
     ino = lookup(fs, path)
     inode = fs.inode(ino)
@@ -44,7 +44,7 @@ def cat(fs: ImageFilesystem, path: bytes) -> Iterator[bytes]:
     return fs.iter_data(inode, shown(path))
 
 
-def ls(fs: ImageFilesystem, path: bytes, long: bool, recursive: bool) -> Iterator[str]:
+def ls(fs: ImageFs, path: bytes, long: bool, recursive: bool) -> Iterator[str]:
     """The lines `ls -1 [-l] [-R]` would print for `path` in the image (times in UTC).
 
     As ls does with a path it is given, a symlink is followed unless -l is given (or the path ends in "/").
@@ -69,17 +69,17 @@ def ls(fs: ImageFilesystem, path: bytes, long: bool, recursive: bool) -> Iterato
         yield from _listing(fs, entry.ino, long)
 
 
-def _listing(fs: ImageFilesystem, ino: int, long: bool) -> Iterator[str]:
+def _listing(fs: ImageFs, ino: int, long: bool) -> Iterator[str]:
     for name, child in sorted(fs.entries(ino).items()):
         yield _line(fs, name, child, fs.inode(child), long)
 
 
-def _line(fs: ImageFilesystem, name: bytes, ino: int, inode: Inode, long: bool) -> str:
+def _line(fs: ImageFs, name: bytes, ino: int, inode: InodeView, long: bool) -> str:
     if not long:
         return shown(name)
     kind = inode.file_type
     if kind in (stat.S_IFCHR, stat.S_IFBLK):
-        major, minor = device_numbers(inode)
+        major, minor = fs.device_numbers(inode)
         size = f"{major}, {minor}"
     else:
         size = str(inode.size)

@@ -13,7 +13,7 @@ namespaces ext4 has no index for are not kept, POSIX ACLs are compared in their 
 import hashlib
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from ..ext4.fs import MAX_FILE_SIZE
@@ -21,7 +21,7 @@ from ..ext4.layout import clamp_time
 from ..ext4.xattr import XattrError, acl_from_disk, acl_to_disk, split_name
 from ..layers.errors import TreeError
 from ..layers.rules import PARENT_STAMP, apply_layer
-from ..layers.tree import FileContent, Stamp
+from ..layers.tree import SYMLINK_PERMISSIONS, FileContent, Stamp
 from ..units import STREAM_CHUNK
 from .tree import Node, Tree
 
@@ -93,7 +93,7 @@ class SourceTree:
         return self._add(parent, name, item)
 
     def symlink(self, parent: Item, name: bytes, target: bytes, stamp: Stamp) -> Item:
-        item = _item(stat.S_IFLNK, Stamp(0o777, stamp.uid, stamp.gid, stamp.mtime, stamp.mtime_ns))
+        item = _item(stat.S_IFLNK, replace(stamp, mode=SYMLINK_PERMISSIONS))
         item.node.target = target
         return self._add(parent, name, item)
 

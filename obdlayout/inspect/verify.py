@@ -17,17 +17,17 @@ The checks of a layer blob are made once per blob, however many images share it.
 """
 
 import os
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ext4.errors import Ext4Error
-from ..ext4.reader import open_image
+from ..ext4.reader import fs_type_at
 from ..formats.blob import BlobInfo
 from ..formats.errors import FormatError
 from ..formats.turbo_archive import GZIP_META_NAME
-from ..layers.errors import LayerError
+from ..layers.errors import LayerError, TreeError
 from ..oci.descriptor import Descriptor
 from ..oci.digest import digest_file
 from ..oci.errors import LayoutError
@@ -48,10 +48,11 @@ from ..oci.mediatypes import (
     Compression,
 )
 from ..oci.plan import ImagePlan, Selection, plan
-from .fsck import fsck
+from .fsck import CHECKERS, fsck
 from .fstree import image_tree
 from .image import FoundImage, find_images, is_overlaybd, open_layers
 from .layers import OpenedLayer, is_turbo, open_layer
+from .readfs import open_image_fs
 from .source import SourceTree
 from .tree import Tree, differences, display
 
@@ -96,25 +97,34 @@ class _LayerState:
     diff_id: str | None  # what rootfs.diff_ids must say of it (None: unknown, its archive is unreadable)
 
 
-def verify(layout: Layout, tag: str | None, source: Source | None, e2fsck: str | None) -> Report:
-    """Check the image(s) `tag` names (every tagged image when None); `e2fsck` is its path, None if absent."""
+def verify(layout: Layout, tag: str | None, source: Source | None, checkers: Mapping[str, str | None]) -> Report:
+    """Check the image(s) `tag` names (every tagged image when None); `checkers` are the paths of the file
+    system checkers by type (fsck.CHECKERS), None where absent."""
     report = Report()
     tags = [tag] if tag is not None else layout.tags()
     if not tags:
         report.fault(layout.index_path, "tags no image (give LAYOUT:TAG for an untagged one)")
-    verifier = _Verifier(layout, source, e2fsck, report)
+    verifier = _Verifier(layout, source, checkers, report)
     for name in tags:
         verifier.tag(name, every=tag is None)
-    if e2fsck is None:
-        report.note("e2fsck is not installed (Debian: e2fsprogs): the file systems were only read, not checked")
+    for fstype in sorted(verifier.unchecked):
+        checker = CHECKERS[fstype]
+        report.note(
+            f"{checker.command} is not installed (Debian: {checker.package}): the {fstype} file systems were "
+            "only read, not checked"
+        )
     return report
 
 
 class _Verifier:
-    def __init__(self, layout: Layout, source: Source | None, e2fsck: str | None, report: Report) -> None:
+    def __init__(
+        self, layout: Layout, source: Source | None, checkers: Mapping[str, str | None], report: Report
+    ) -> None:
         self.layout = layout
         self.source = source
-        self.e2fsck = e2fsck
+        self.checkers = checkers
+        self.unchecked: set[str] = set()  # file system types met whose checker is absent
+        self._checked_by = ""  # the checker that passed the last image's file system
         self.report = report
         self._blobs: dict[str, _LayerState] = {}
         self._models: dict[str, Tree | None] = {}  # source manifest digest -> its tree (None: could not be built)
@@ -170,7 +180,7 @@ class _Verifier:
         if self.report.faults == before and all(state.sound for state in states):
             chain = "target layers, gzip indexes" if turbo else "uuid chain"
             checks = f"blobs, annotations, diff_ids, CRCs, {chain}, file system"
-            checks += " (e2fsck clean)" if self.e2fsck else ""
+            checks += f" ({self._checked_by} clean)" if self._checked_by else ""
             checks += ", tree equal to the source's" if source is not None else ""
             self.report.ok(f"{where}: manifest {image.descriptor.digest}, {len(layers)} layer(s): {checks}")
 
@@ -307,19 +317,28 @@ class _Verifier:
 
     def _filesystem(self, where: str, layers: list[Descriptor], source: ImagePlan | None) -> None:
         expected = self._model(source) if source is not None else None
+        self._checked_by = ""
         try:
             with open_layers(self.layout, layers) as disk:
                 try:
-                    fs = open_image(disk.read, disk.virtual_size)
+                    fs = open_image_fs(disk.read, disk.virtual_size)
                     actual = image_tree(fs, contents=expected is not None)
-                except (Ext4Error, FormatError) as exc:
+                except (TreeError, FormatError) as exc:
                     self.report.fault(where, f"file system: {exc}")
                     actual = None
-                if self.e2fsck is not None:
-                    result = fsck(disk, self.e2fsck)
-                    if not result.clean:
+                fstype = "erofs" if fs_type_at(disk.read) == "erofs" else "ext4"
+                tool = self.checkers.get(fstype)
+                if tool is None:
+                    self.unchecked.add(fstype)
+                else:
+                    result = fsck(disk, tool, fstype)
+                    checker = CHECKERS[fstype]
+                    if result.clean:
+                        self._checked_by = checker.command
+                    else:
                         said = "; ".join(result.lines)
-                        self.report.fault(where, f"e2fsck -fn exits {result.exit_code}: {said}")
+                        shown = " ".join((checker.command, *checker.options))
+                        self.report.fault(where, f"{shown} exits {result.exit_code}: {said}")
         except FormatError as exc:
             self.report.fault(where, str(exc))
             return

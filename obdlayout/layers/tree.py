@@ -25,6 +25,9 @@ class Stamp:
     mtime_ns: int = 0
 
 
+# Linux gives every symlink all permissions (lchmod cannot change them): a tar's mode for one is not kept.
+SYMLINK_PERMISSIONS = 0o777
+
 Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes; offsets never decrease
 
 
