@@ -10,16 +10,20 @@ Per image (convertor-spec.md §3, overlaybd-formats.md §1-§4):
 - the uuid chain of overlaybd layers: each layer's parent uuid is the uuid of the layer below it (§2.9), the
   bottom one has none; the overlaybd baselayer is the one layer whose successor may have none (it is below the
   chain, §6.3). TurboOCI layers carry no uuids (the Go convertor commits them without), so have no chain;
-- the merged file system: our reader walks its whole tree, and the real `e2fsck -fn` judges it when installed;
+- the merged file system: our reader walks its whole tree, and the real `e2fsck -fn` (`fsck.erofs` for EROFS)
+  judges it when installed;
 - with a source image: its layers' uuids are their chain IDs (§2.3), and the tree equals the tree the OCI layer
-  rules give for the source (source.py), path by path.
+  rules give for the source (source.py), path by path. That tree is built in a helper process while this one
+  checks the blobs and reads the image: the two take about as long, and each keeps a core busy.
 The checks of a layer blob are made once per blob, however many images share it.
 """
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from ..formats.blob import BlobInfo
 from ..formats.errors import FormatError
 from ..formats.turbo_archive import GZIP_META_NAME
 from ..layers.errors import LayerError, TreeError
+from ..lifetime import die_with_parent
 from ..oci.descriptor import Descriptor
 from ..oci.digest import digest_file
 from ..oci.errors import LayoutError
@@ -48,7 +53,7 @@ from ..oci.mediatypes import (
     Compression,
 )
 from ..oci.plan import ImagePlan, Selection, plan
-from .fsck import CHECKERS, fsck
+from .fsck import CHECKERS, FsckResult, fsck
 from .fstree import image_tree
 from .image import FoundImage, find_images, is_overlaybd, open_layers
 from .layers import OpenedLayer, is_turbo, open_layer
@@ -63,6 +68,7 @@ OVERLAYBD_LAYER_TYPES = frozenset({OCI_LAYER_TAR, DOCKER_LAYER_TAR})  # converto
 TURBO_LAYER_TYPES = frozenset({OCI_LAYER_GZIP, DOCKER_LAYER_GZIP})
 LOST_FOUND = b"lost+found"  # made by mkfs, no source holds it
 MAX_LISTED = 1000  # differing paths listed per image; the rest are counted
+HELPERS = 2  # processes: the source tree, and the file system check
 
 OK, FAULT, NOTE = "ok", "FAULT", "note"
 
@@ -105,8 +111,11 @@ def verify(layout: Layout, tag: str | None, source: Source | None, checkers: Map
     if not tags:
         report.fault(layout.index_path, "tags no image (give LAYOUT:TAG for an untagged one)")
     verifier = _Verifier(layout, source, checkers, report)
-    for name in tags:
-        verifier.tag(name, every=tag is None)
+    try:
+        for name in tags:
+            verifier.tag(name, every=tag is None)
+    finally:
+        verifier.close()
     for fstype in sorted(verifier.unchecked):
         checker = CHECKERS[fstype]
         report.note(
@@ -125,9 +134,12 @@ class _Verifier:
         self.checkers = checkers
         self.unchecked: set[str] = set()  # file system types met whose checker is absent
         self._checked_by = ""  # the checker that passed the last image's file system
+        self._said: set[tuple[str, str]] = set()  # faults of source models, each reported once
         self.report = report
         self._blobs: dict[str, _LayerState] = {}
-        self._models: dict[str, Tree | None] = {}  # source manifest digest -> its tree (None: could not be built)
+        # Source manifest digest -> its tree being built in a helper process, beside the image being read.
+        self._models: dict[str, Future[_Model]] = {}
+        self._helper: ProcessPoolExecutor | None = None
 
     def _layout_fault(self, exc: LayoutError) -> None:
         self.report.fault(exc.where, exc.problem)
@@ -155,6 +167,8 @@ class _Verifier:
     # -- one image ------------------------------------------------------------------------------
 
     def _image(self, image: FoundImage, source: ImagePlan | None) -> None:
+        if source is not None:
+            self._model(source)  # built beside the checks of the blobs and the reading of the image
         before = self.report.faults
         where = f"{self.layout.root}:{image.tag}" + (f" ({image.platform})" if image.platform else "")
         config = self._config(image, where)
@@ -315,33 +329,37 @@ class _Verifier:
 
     # -- the file system ------------------------------------------------------------------------
 
+    def close(self) -> None:
+        if self._helper is not None:
+            self._helper.shutdown(cancel_futures=True)
+
     def _filesystem(self, where: str, layers: list[Descriptor], source: ImagePlan | None) -> None:
-        expected = self._model(source) if source is not None else None
+        # The source tree and the file system check run in helper processes while this one reads the image.
+        building = self._model(source) if source is not None else None
+        checking = self._pool().submit(_check_filesystem, self.layout.root, layers, dict(self.checkers))
         self._checked_by = ""
         try:
             with open_layers(self.layout, layers) as disk:
                 try:
                     fs = open_image_fs(disk.read, disk.virtual_size)
-                    actual = image_tree(fs, contents=expected is not None)
+                    actual = image_tree(fs, contents=building is not None)
                 except (TreeError, FormatError) as exc:
                     self.report.fault(where, f"file system: {exc}")
                     actual = None
-                fstype = "erofs" if fs_type_at(disk.read) == "erofs" else "ext4"
-                tool = self.checkers.get(fstype)
-                if tool is None:
-                    self.unchecked.add(fstype)
-                else:
-                    result = fsck(disk, tool, fstype)
-                    checker = CHECKERS[fstype]
-                    if result.clean:
-                        self._checked_by = checker.command
-                    else:
-                        said = "; ".join(result.lines)
-                        shown = " ".join((checker.command, *checker.options))
-                        self.report.fault(where, f"{shown} exits {result.exit_code}: {said}")
         except FormatError as exc:
             self.report.fault(where, str(exc))
             return
+        fstype, result = checking.result()
+        checker = CHECKERS[fstype]
+        if result is None:
+            self.unchecked.add(fstype)
+        elif result.clean:
+            self._checked_by = checker.command
+        else:
+            said = "; ".join(result.lines)
+            shown = " ".join((checker.command, *checker.options))
+            self.report.fault(where, f"{shown} exits {result.exit_code}: {said}")
+        expected = self._built(building) if building is not None else None
         if expected is not None and actual is not None:
             self._compare(where, expected, actual)
 
@@ -403,21 +421,55 @@ class _Verifier:
             elif info.parent_uuid.upper() != parent:
                 self.report.fault(where, f"layer {base + layer.index} has parent uuid {info.parent_uuid}, not {parent}")
 
-    def _model(self, source: ImagePlan) -> Tree | None:
+    def _model(self, source: ImagePlan) -> "Future[_Model]":
+        """The source image's tree, built once (in a helper process: the caller reads the converted image)."""
+        assert self.source is not None
         digest = source.descriptor.digest
         if digest not in self._models:
-            self._models[digest] = self._build_model(source)
+            self._models[digest] = self._pool().submit(_source_model, self.source.layout.root, source)
         return self._models[digest]
 
-    def _build_model(self, source: ImagePlan) -> Tree | None:
-        assert self.source is not None
-        model = SourceTree()
-        for layer in source.layers:
-            label = f"source layer {layer.index} ({layer.descriptor.digest})"
-            try:
-                with open_uncompressed(self.source.layout, layer.descriptor, layer.diff_id) as stream:
-                    model.apply(stream, label)
-            except (LayoutError, LayerError) as exc:
-                self.report.fault(f"source manifest {source.descriptor.digest}", str(exc))
-                return None
-        return model.tree()
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._helper is None:
+            self._helper = ProcessPoolExecutor(
+                HELPERS, mp_context=get_context("fork"), initializer=die_with_parent, initargs=(os.getpid(),)
+            )
+        return self._helper
+
+    def _built(self, building: "Future[_Model]") -> Tree | None:
+        tree, fault = building.result()
+        if fault is not None and fault not in self._said:
+            self._said.add(fault)
+            self.report.fault(*fault)
+        return tree
+
+
+_Model = tuple[Tree | None, tuple[str, str] | None]  # the tree, or None and the fault that stopped it
+
+
+def _check_filesystem(
+    layout_root: Path, layers: list[Descriptor], checkers: dict[str, str | None]
+) -> tuple[str, FsckResult | None]:
+    """The type of the image's file system, and its checker's verdict (None if the checker is absent)."""
+    fstype = "ext4"
+    try:
+        with open_layers(Layout(layout_root), layers) as disk:
+            fstype = "erofs" if fs_type_at(disk.read) == "erofs" else "ext4"
+            tool = checkers.get(fstype)
+            return fstype, fsck(disk, tool, fstype) if tool is not None else None
+    except FormatError as exc:  # the reader meets it too, and reports it
+        return fstype, FsckResult(8, [f"the layers cannot be read: {exc}"])
+
+
+def _source_model(layout_root: Path, source: ImagePlan) -> _Model:
+    """The tree the source image's layers make (the layer rules on an in-memory tree)."""
+    model = SourceTree()
+    layout = Layout(layout_root)
+    for layer in source.layers:
+        label = f"source layer {layer.index} ({layer.descriptor.digest})"
+        try:
+            with open_uncompressed(layout, layer.descriptor, layer.diff_id) as stream:
+                model.apply(stream, label)
+        except (LayoutError, LayerError) as exc:
+            return None, (f"source manifest {source.descriptor.digest}", str(exc))
+    return model.tree(), None
