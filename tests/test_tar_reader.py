@@ -2,17 +2,21 @@
 
 import hashlib
 import io
+import math
 import shutil
 import subprocess
 import tarfile
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fixtures.make_layers import LayerWriter
 from obdlayout.layers.tree import FileContent
-from obdlayout.tar.reader import TarReader
-from obdlayout.tar.ustar import TarFormatError, parse_number
+from obdlayout.tar.reader import TarReader, _pax_time
+from obdlayout.tar.ustar import BLOCK, TarFormatError, byte_sum, parse_number
 
 
 def _entries_via_tarfile(data: bytes) -> list[tuple[object, ...]]:
@@ -165,3 +169,21 @@ def test_data_offsets_of_sparse_files_cover_each_region(kind: str, tmp_path: Pat
         writer.pax_sparse_1_0(b"holes", 700_000, regions, seed=3)
     writer.add("after", data=b"a" * 1300)
     assert _check_data_offsets(writer.close().read_bytes()) == 3
+
+
+# -- PAX times and header checksums, against plain arithmetic --------------------------------------
+
+
+@settings(max_examples=500)
+@given(st.booleans(), st.text("0123456789", min_size=1, max_size=30), st.none() | st.text("0123456789", max_size=30))
+def test_pax_times_round_down_to_the_nanosecond(negative: bool, whole: str, fraction: str | None) -> None:
+    text = ("-" if negative else "") + whole + ("" if fraction is None else "." + fraction)
+    exact = Fraction(text)
+    seconds = math.floor(exact)
+    assert _pax_time(text.encode()) == (seconds, math.floor((exact - seconds) * 1_000_000_000))
+
+
+@given(st.binary(min_size=BLOCK, max_size=BLOCK))
+def test_the_header_byte_sum_is_the_sum_of_the_bytes(block: bytes) -> None:
+    assert byte_sum(block) == sum(block)
+    assert byte_sum(bytes([255]) * BLOCK) == 255 * BLOCK

@@ -116,6 +116,9 @@ class Allocator:
         self._gdt_csum = bool(sb.get("s_feature_ro_compat") & RO_COMPAT_GDT_CSUM)
         self._block_maps: dict[int, bytearray] = {}
         self._inode_maps: dict[int, bytearray] = {}
+        # Per group, a bit below which every inode is in use: the search for the first free one starts there
+        # rather than at 0 (the same inode is found; a layer of many files makes thousands).
+        self._inode_floor: dict[int, int] = {}
         self._dirty_block_maps: set[int] = set()
         self._dirty_inode_maps: set[int] = set()
         self._dirty_descs: set[int] = set()
@@ -245,10 +248,11 @@ class Allocator:
             if self._free_inodes[group] == 0:
                 continue
             bitmap = self._inode_map(group)
-            bit = first_bit(bitmap, 0, geo.inodes_per_group, False)
+            bit = first_bit(bitmap, self._inode_floor.get(group, 0), geo.inodes_per_group, False)
             if bit < 0:
                 continue
             _set_bit(bitmap, bit, True)
+            self._inode_floor[group] = bit + 1
             self._free_inodes[group] -= 1
             if directory:
                 self._used_dirs[group] += 1
@@ -275,6 +279,7 @@ class Allocator:
     def free_inode(self, ino: int, directory: bool) -> None:
         group, bit = divmod(ino - 1, self.geo.inodes_per_group)
         _set_bit(self._inode_map(group), bit, False)
+        self._inode_floor[group] = min(self._inode_floor.get(group, 0), bit)
         self._free_inodes[group] += 1
         if directory:
             self._used_dirs[group] -= 1

@@ -11,7 +11,6 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
 from ..units import STREAM_CHUNK, MiB
@@ -103,15 +102,18 @@ class TarEntry:
 
 
 def _pax_time(value: bytes) -> tuple[int, int]:
+    """(seconds, nanoseconds) of a PAX time, rounded down to the nanosecond."""
     # POSIX: decimal digits, optionally a fraction; nothing else (no exponents, no infinities).
     if not _PAX_TIME.fullmatch(value):
         raise TarFormatError(f"PAX time {value[:40]!r} is not a decimal number")
-    try:
-        exact = Decimal(value.decode("ascii"))
-    except (InvalidOperation, UnicodeDecodeError):
-        raise TarFormatError(f"PAX time {value!r} is not a number") from None
-    seconds = int(exact.to_integral_value(rounding="ROUND_FLOOR"))
-    return seconds, int((exact - seconds) * 1_000_000_000)
+    whole, _, fraction = value.partition(b".")
+    seconds = int(whole)
+    nanoseconds = int(fraction[:9].ljust(9, b"0")) if fraction else 0
+    if whole.startswith(b"-") and fraction.strip(b"0"):
+        # -W.F lies F before second -W: in second -W-1, at 1 s less F rounded up to the nanosecond.
+        rounded_up = nanoseconds + (1 if fraction[9:].strip(b"0") else 0)
+        seconds, nanoseconds = seconds - 1, 1_000_000_000 - rounded_up
+    return seconds, nanoseconds
 
 
 def _pax_int(value: bytes) -> int:
