@@ -45,20 +45,40 @@ def _layer_tars() -> list[Path]:
 
 
 SECOND = "bench-second"
+# The size sweep: the standard library alone (about 0.26 GB), the bench image (1.2 GB), and the bench
+# image's layers four times over (4.9 GB): the same kinds of files, so that costs per GB and per file compare.
+SMALL, LARGE = "bench-small", "bench-large"
+LARGE_REPEATS = 4
+
+
+def _stdlib_tar() -> Path:
+    stdlib = next(p for p in sorted((python_tree() / "lib").iterdir()) if p.name.startswith("python"))
+    return tar_of("image-stdlib-core", sorted(p for p in stdlib.iterdir() if p.name != "site-packages"))
 
 
 def source_layout() -> Path:
     root = OUT / "convert-source"
-    if SECOND in (root / "index.json").read_text() if (root / "index.json").exists() else False:
+    index = root / "index.json"
+    if index.exists() and all(tag in index.read_text() for tag in (SECOND, SMALL, LARGE)):
         return root
     shutil.rmtree(root, ignore_errors=True)
     (root / "blobs" / "sha256").mkdir(parents=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     layers = [_layer(root, tar) for tar in _layer_tars()]
     own = _layer(root, tar_of("image-etc", [Path("/etc")]))
-    entries = [_image(root, layers, "bench"), _image(root, [*layers[:2], own], SECOND)]
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
+    entries = [
+        _image(root, layers, "bench"),
+        _image(root, [*layers[:2], own], SECOND),
+        _image(root, [_layer(root, _stdlib_tar())], SMALL),
+        _image(root, layers * LARGE_REPEATS, LARGE),
+    ]
+    index.write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
     return root
+
+
+def _entries(tar: Path) -> int:
+    with tarfile.open(tar) as opened:
+        return sum(1 for _ in opened)
 
 
 def _layer(root: Path, tar: Path) -> tuple[dict[str, object], str]:
@@ -101,7 +121,7 @@ def _convert(source: Path, tar_bytes: int, name: str, options: list[str]) -> dic
     shutil.rmtree(destination, ignore_errors=True)
     command = [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(destination), "-q", *options]
     start = time.perf_counter()
-    _, peak = run_measured(command)
+    _, peak, cpu = run_measured(command)
     seconds = time.perf_counter() - start
     source_blobs = {p.name for p in (source / "blobs" / "sha256").iterdir()}
     made = [p for p in (destination / "blobs" / "sha256").iterdir() if p.name not in source_blobs]
@@ -109,12 +129,13 @@ def _convert(source: Path, tar_bytes: int, name: str, options: list[str]) -> dic
         "seconds": round(seconds, 2),
         "tar_mb_per_s": round(tar_bytes / seconds / MB, 1),
         "peak_rss_mb": round(peak, 1),
+        "cpu_percent": round(100 * cpu / seconds),  # user + system of every process, over the wall time
         "written_mb": round(sum(p.stat().st_size for p in made) / MB, 2),  # what the conversion added to DST
         "fs_meta_mb": round(_fs_meta_bytes(made) / MB, 2),  # of TurboOCI archives (the rest is gzip indexes)
     }
     print(
-        f"  {name:11}: {seconds:.2f} s, {result['tar_mb_per_s']:.0f} MB/s of tar, peak RSS {peak:.0f} MB "
-        f"(largest process), {result['written_mb']:.1f} MB written"
+        f"  {name:11}: {seconds:.2f} s, {result['tar_mb_per_s']:.0f} MB/s of tar, {result['cpu_percent']} % CPU, "
+        f"peak RSS {peak:.0f} MB (largest process), {result['written_mb']:.1f} MB written"
     )
     return result
 
@@ -144,6 +165,7 @@ def run() -> dict[str, object]:
     print(f"  convert {result['layers']} gzip layers, {tar_bytes / MB:.0f} MB tar ({compressed / MB:.0f} MB gzip):")
     runs = {name: _convert(source, tar_bytes, name, options) for name, options in RUNS.items()}
     result.update(runs)
+    result["sizes"] = _sizes(source, runs["overlaybd"], tar_bytes)
     ext4, erofs = runs["turbo-oci"], runs["turbo-erofs"]
     print(
         f"  TurboOCI EROFS: {erofs['seconds'] / ext4['seconds']:.2f} x the ext4 time; fs meta "
@@ -151,6 +173,26 @@ def run() -> dict[str, object]:
     )
     result["cache"] = _cache(source, tar_bytes, _convert(source, tar_bytes, "no-cache", RUNS["overlaybd"]))
     return result
+
+
+def _sizes(source: Path, bench: dict[str, float], bench_bytes: int) -> dict[str, object]:
+    """The overlaybd convert at three sizes: seconds per GB of tar and per 10 000 entries."""
+    tars = _layer_tars()
+    bench_entries = sum(_entries(tar) for tar in tars)
+    small = _stdlib_tar()
+    sizes = {
+        SMALL: (small.stat().st_size, _entries(small)),
+        "bench": (bench_bytes, bench_entries),
+        LARGE: (bench_bytes * LARGE_REPEATS, bench_entries * LARGE_REPEATS),
+    }
+    out: dict[str, object] = {}
+    for tag, (size, entries) in sizes.items():
+        run = bench if tag == "bench" else _convert(source, size, tag, ["-i", tag, "-o", f"{tag}-obd", "--no-cache"])
+        per_gb, per_10k = run["seconds"] / (size / 1e9), run["seconds"] / (entries / 10_000)
+        figures = {"tar_gb": round(size / 1e9, 2), "entries": entries, "s_per_gb": round(per_gb, 2)}
+        out[tag] = {**run, **figures, "s_per_10k_entries": round(per_10k, 2)}
+        print(f"  {tag:11}: {size / 1e9:.2f} GB, {entries} entries: {per_gb:.2f} s/GB, {per_10k:.2f} s per 10k entries")
+    return out
 
 
 def _cache(source: Path, tar_bytes: int, without: dict[str, float]) -> dict[str, object]:

@@ -35,7 +35,7 @@ def apply_once(tar: Path, jobs: int) -> dict[str, float]:
 
 
 def measure(name: str, tar: Path, jobs: int) -> dict[str, float]:
-    output, peak = run_measured([sys.executable, "-m", "bench.ext4", str(tar), str(jobs)])
+    output, peak, _ = run_measured([sys.executable, "-m", "bench.ext4", str(tar), str(jobs)])
     result: dict[str, float] = json.loads(output)
     result["peak_rss_mb"] = round(peak, 1)
     print(

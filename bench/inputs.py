@@ -57,12 +57,14 @@ def tar_of(name: str, paths: list[Path], base: Path | None = None) -> Path:
 _PEAK_RSS_PROBE = (
     "import resource, subprocess, sys; "
     "code = subprocess.run(sys.argv[1:]).returncode; "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime); sys.exit(code)"
 )
 
 
-def run_measured(command: list[str]) -> tuple[str, float]:
-    """Run `command`; its output and its peak RSS in MB (of it or its largest descendant).
+def run_measured(command: list[str]) -> tuple[str, float, float]:
+    """Run `command`; its output, its peak RSS in MB (of it or its largest descendant) and the CPU seconds
+    (user + system) of it and all its descendants.
 
     Through a small intermediate Python: a child forked straight from this (large) process would
     count this process's memory in its peak until it execs.
@@ -70,5 +72,6 @@ def run_measured(command: list[str]) -> tuple[str, float]:
     done = subprocess.run([sys.executable, "-c", _PEAK_RSS_PROBE, *command], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
-    *output, peak_kib = done.stdout.rstrip("\n").split("\n")
-    return "\n".join(output), int(peak_kib) / 1024
+    *output, last = done.stdout.rstrip("\n").split("\n")
+    peak_kib, cpu = last.split()
+    return "\n".join(output), int(peak_kib) / 1024, float(cpu)
