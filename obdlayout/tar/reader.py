@@ -19,6 +19,8 @@ from .ustar import (
     DEVMAJOR,
     DEVMINOR,
     GID,
+    HEADER,
+    HEADER_FIELDS,
     LINKNAME,
     MAGIC,
     MODE,
@@ -47,6 +49,10 @@ GNU_REALSIZE = (483, 12)
 GNU_EXT_ENTRIES = 21  # per continuation block
 GNU_EXT_IS_EXTENDED = 504
 NUMBER = 12
+# Positions in ustar.HEADER's fields.
+_NAME, _MODE, _UID, _GID, _SIZE, _MTIME = (HEADER_FIELDS.index(f) for f in (NAME, MODE, UID, GID, SIZE, MTIME))
+_TYPEFLAG, _LINKNAME, _MAGIC, _VERSION = (HEADER_FIELDS.index(f) for f in (TYPEFLAG, LINKNAME, MAGIC, VERSION))
+_DEVMAJOR, _DEVMINOR, _PREFIX = (HEADER_FIELDS.index(f) for f in (DEVMAJOR, DEVMINOR, PREFIX))
 
 
 REGULAR = b"0"
@@ -223,8 +229,9 @@ class TarReader:
                 return None  # one zero block ends the archive for us; the rest is padding
             if not checksum_ok(block):
                 raise TarFormatError(f"bad header checksum at byte {at}")
-            kind = header_field(block, TYPEFLAG)
-            size = parse_number(header_field(block, SIZE))
+            fields = HEADER.unpack_from(block)
+            kind = fields[_TYPEFLAG]
+            size = parse_number(fields[_SIZE])
             if kind in _EXTENSIONS:
                 if not 0 <= size <= _MAX_EXTENSION:
                     raise TarFormatError(f"extension header at byte {at} claims {size} bytes")
@@ -240,35 +247,35 @@ class TarReader:
                 else:
                     long_link = cstring(data)
                 continue
-            return self._entry_from(block, kind, size, pax, long_name, long_link)
+            return self._entry_from(block, fields, size, pax, long_name, long_link)
 
     def _entry_from(
         self,
         block: bytes,
-        kind: bytes,
+        fields: tuple[bytes, ...],
         size: int,
         pax: dict[bytes, bytes],
         long_name: bytes | None,
         long_link: bytes | None,
     ) -> TarEntry:
-        name = cstring(header_field(block, NAME))
-        if header_field(block, MAGIC) == USTAR_MAGIC and header_field(block, VERSION) == USTAR_VERSION:
-            prefix = cstring(header_field(block, PREFIX))
+        name = cstring(fields[_NAME])
+        if fields[_MAGIC] == USTAR_MAGIC and fields[_VERSION] == USTAR_VERSION:
+            prefix = cstring(fields[_PREFIX])
             if prefix:
                 name = prefix + b"/" + name
-        mtime, mtime_ns = parse_number(header_field(block, MTIME)), 0
+        kind = fields[_TYPEFLAG]
         entry = TarEntry(
             name=pax.get(b"path", long_name or name),
             type=kind,
-            mode=parse_number(header_field(block, MODE)) & 0o7777,
-            uid=_pax_int(pax[b"uid"]) if b"uid" in pax else parse_number(header_field(block, UID)),
-            gid=_pax_int(pax[b"gid"]) if b"gid" in pax else parse_number(header_field(block, GID)),
+            mode=parse_number(fields[_MODE]) & 0o7777,
+            uid=_pax_int(pax[b"uid"]) if b"uid" in pax else parse_number(fields[_UID]),
+            gid=_pax_int(pax[b"gid"]) if b"gid" in pax else parse_number(fields[_GID]),
             size=_pax_int(pax[b"size"]) if b"size" in pax else size,
-            mtime=mtime,
-            mtime_ns=mtime_ns,
-            linkname=pax.get(b"linkpath", long_link or cstring(header_field(block, LINKNAME))),
-            devmajor=parse_number(header_field(block, DEVMAJOR)),
-            devminor=parse_number(header_field(block, DEVMINOR)),
+            mtime=parse_number(fields[_MTIME]),
+            mtime_ns=0,
+            linkname=pax.get(b"linkpath", long_link or cstring(fields[_LINKNAME])),
+            devmajor=parse_number(fields[_DEVMAJOR]),
+            devminor=parse_number(fields[_DEVMINOR]),
         )
         if b"mtime" in pax:
             try:

@@ -4,6 +4,8 @@ Layout: POSIX.1-2001 "pax" / ustar header (IEEE Std 1003.1, tar format); GNU tar
 numbers for values that do not fit the octal fields.
 """
 
+import itertools
+import struct
 import zlib
 from collections.abc import Iterator
 
@@ -27,6 +29,12 @@ GNAME = (297, 32)
 DEVMAJOR = (329, 8)
 DEVMINOR = (337, 8)
 PREFIX = (345, 155)
+
+HEADER_FIELDS: tuple[tuple[int, int], ...] = (NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG, LINKNAME)
+HEADER_FIELDS += (MAGIC, VERSION, UNAME, GNAME, DEVMAJOR, DEVMINOR, PREFIX)
+# Every field of a header block at once (the fields lie back to back from byte 0 to 500).
+HEADER = struct.Struct("".join(f"{length}s" for _, length in HEADER_FIELDS))
+assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(HEADER_FIELDS))
 
 USTAR_MAGIC = b"ustar\x00"
 USTAR_VERSION = b"00"
