@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..ext4.device import BlockDevice
+from ..ext4.extents import Run
+from ..ext4.placement import MAP_TO_TAR
 from ..layers.tree import SYMLINK_PERMISSIONS, FileContent, Stamp
-from ..units import STREAM_CHUNK
 from .errors import CorruptErofs, ErofsError
 from .layout import (
     BLOCK_SIZE,
@@ -60,7 +61,6 @@ from .layout import (
 )
 from .reader import ErofsImage, ErofsInode, dirent_block
 
-SECTOR = 512
 FIRST_FREE_BLOCK = -(-ROOT_SLOT_END // BLOCK_SIZE)  # blocks 0-4 hold the superblock and the root slot
 ROOT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
 _KIND_OF_FILE_TYPE = {file_type: kind for kind, file_type in FILE_TYPE_OF_KIND.items()}
@@ -114,6 +114,8 @@ class _Placed:
     body: bytes = b""  # directory or symlink contents (empty for others)
     layout: int = FLAT_PLAIN
     blkaddr: int = 0  # first of the body's blocks (the full ones, when its tail is inline)
+    compact: bool = False  # a 32-byte inode (§3.4)
+    head: int = 0  # bytes of the inode and its xattr area
 
 
 class ErofsLayer:
@@ -135,7 +137,6 @@ class ErofsLayer:
             self._root = self._lower_node(lower.root, stat.S_IFDIR)
             self._next_block = lower.sb.blocks
             self._inos = lower.sb.inos
-        self._first_block = self._next_block
 
     # -- the lower image ------------------------------------------------------------------------
 
@@ -266,8 +267,7 @@ class ErofsLayer:
             self._link_changes.add(node)
 
     def set_metadata(self, node: _Node, stamp: Stamp) -> None:
-        self._xattrs(node)  # kept, as the stamp replaces only the rest
-        node.stamp = stamp
+        node.stamp = stamp  # the xattrs stay (a lower node's are read from below when written)
         self._touch(node)
 
     def set_xattrs(self, node: _Node, xattrs: Mapping[str, bytes]) -> None:
@@ -296,13 +296,9 @@ class ErofsLayer:
         return first
 
     def _place_data(self, block: int, content: FileContent) -> None:
-        """Map the file's blocks to its bytes in the tar (§1.3): whole sectors up to its last byte, the rest
-        of the last block left unmapped (it reads zeros: the range is new in this layer). A sparse file's
-        stored regions need not lie on sectors in the tar, so its data is written into the layer."""
-        if content.regions is None and content.stream_offset % SECTOR == 0:
-            length = -(-content.size // SECTOR) * SECTOR
-            self.device.map_target(block, length, content.stream_offset)
-            return
+        """The file's blocks, from `block` on, placed as the ext4 TurboOCI path places them (MapToTar): mapped to
+        its bytes in the tar, the rest of the last block unmapped (it reads zeros: the range is new in this
+        layer); a sparse file's data written into the layer, its holes left unwritten."""
         spans: list[list[int]] = []  # block ranges holding data, merged
         for offset, length, _ in content.stored_ranges():
             first, end = offset // BLOCK_SIZE, -(-(offset + length) // BLOCK_SIZE)
@@ -310,13 +306,7 @@ class ErofsLayer:
                 spans[-1][1] = max(spans[-1][1], end)
             else:
                 spans.append([first, end])
-        for first, end in spans:
-            for start in range(first * BLOCK_SIZE, min(end * BLOCK_SIZE, content.size), STREAM_CHUNK):
-                want = min(STREAM_CHUNK, content.size - start, end * BLOCK_SIZE - start)
-                data = content.read(start, want)
-                if len(data) != want:
-                    raise ErofsError(f"file data ended after {start + len(data)} of {content.size} bytes")
-                self.device.write_data(block + start // BLOCK_SIZE, data)
+        MAP_TO_TAR.place(self.device, [Run(first, block + first, end - first) for first, end in spans], content)
 
     # -- writing the layer ----------------------------------------------------------------------
 
@@ -326,6 +316,9 @@ class ErofsLayer:
         self._root.nid = ROOT_NID
         for item in placed:
             item.body = self._body(item)  # its size: the nids it names are not known yet
+            item.compact = self._compact(item)
+            inode = COMPACT_INODE.size if item.compact else EXTENDED_INODE.size
+            item.head = inode + len(_xattr_area(self._xattrs(item.node), None))
             item.layout = self._layout(item)
             blocks = len(item.body) // BLOCK_SIZE if item.layout == FLAT_INLINE else -(-len(item.body) // BLOCK_SIZE)
             if blocks:
@@ -373,12 +366,6 @@ class ErofsLayer:
             return b""
         return _directory_body(node, item.parent.nid)
 
-    def _head_size(self, item: _Placed) -> int:
-        """The inode and its xattr area."""
-        node = item.node
-        inode = EXTENDED_INODE.size if not self._compact(item) else COMPACT_INODE.size
-        return inode + len(_xattr_area(self._xattrs(node), None))
-
     def _compact(self, item: _Placed) -> bool:
         """§3.4: a compact inode's times are the superblock's build time (0), its ids and links 16 bits; the
         root is always extended, so that any later root fits its slot."""
@@ -394,7 +381,7 @@ class ErofsLayer:
             return FLAT_PLAIN
         if item.node is self._root:
             return FLAT_INLINE if ROOT_SLOT_END % BLOCK_SIZE + tail <= BLOCK_SIZE else FLAT_PLAIN
-        return FLAT_INLINE if self._head_size(item) + tail <= BLOCK_SIZE else FLAT_PLAIN
+        return FLAT_INLINE if item.head + tail <= BLOCK_SIZE else FLAT_PLAIN
 
     def _place_inodes(self, others: list[_Placed]) -> bytearray:
         """Give every new inode but the root's a nid: 32-byte slots in fresh blocks, a record (inode, xattrs,
@@ -402,7 +389,7 @@ class ErofsLayer:
         start = self._next_block * BLOCK_SIZE
         position = start
         for item in others:
-            size = self._head_size(item)
+            size = item.head
             if item.layout == FLAT_INLINE:
                 size += len(item.body) % BLOCK_SIZE
             if size <= BLOCK_SIZE and position % BLOCK_SIZE + size > BLOCK_SIZE:
@@ -442,7 +429,7 @@ class ErofsLayer:
         i_format = item.layout << LAYOUT_SHIFT
         icount = xattr_icount(len(xattrs))
         links = _links(node)
-        if self._compact(item):
+        if item.compact:
             inode = COMPACT_INODE.pack(i_format, icount, mode, links, size, i_u, self._inos, stamp.uid, stamp.gid)
         else:
             inode = EXTENDED_INODE.pack(
