@@ -12,6 +12,7 @@ from ..formats.zfile_writer import default_jobs
 from ..units import KiB, parse_age, parse_size
 
 F = TypeVar("F", bound=Callable[..., object])
+V = TypeVar("V")
 
 
 def compression_options(func: F) -> F:
@@ -30,22 +31,22 @@ def compression_options(func: F) -> F:
     )(func)  # fmt: skip
 
 
-def size_value(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+def parsed_by(parse: Callable[[str], V]) -> Callable[[click.Context, click.Parameter, str | None], V | None]:
+    """A click callback: the option's text through `parse`, whose ValueError becomes click's BadParameter."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> V | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
 
 
-def age_value(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_age(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+size_value = parsed_by(parse_size)
+age_value = parsed_by(parse_age)
 
 
 def cache_location_options(func: F) -> F:
