@@ -4,13 +4,12 @@ server (no system service is touched). `database()` makes a fresh database and a
 
 import itertools
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymysql
 
-from .shared import free_port, require_tool, stop_process
+from .shared import await_server, free_port, require_tool, stop_process
 
 START_TIMEOUT = 60.0
 PASSWORD = "cache:p@ss word"  # a colon, an @ and a space, as DSNs must carry them
@@ -42,11 +41,7 @@ class MariaDB:
              f"--log-error={self.root / 'error.log'}", "--skip-log-bin", "--innodb-buffer-pool-size=32M"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mariadbd did not start: {(self.root / 'error.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+        await_server(self.process, self._answers, "mariadbd", self.root / "error.log", START_TIMEOUT)
         return self
 
     def _answers(self) -> bool:

@@ -10,13 +10,12 @@ import base64
 import json
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .shared import free_port, require_tool, stop_process
+from .shared import await_server, free_port, require_tool, stop_process
 
 START_TIMEOUT = 20.0
 ACCEPT = ", ".join(
@@ -91,11 +90,7 @@ class Registry:
         config.write_text("\n".join(lines) + "\n")
         log = (self.root / "registry.log").open("ab")
         self.process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"docker-registry did not start: {(self.root / 'registry.log').read_text()}")
-            time.sleep(0.05)
+        await_server(self.process, self._answers, "docker-registry", self.root / "registry.log", START_TIMEOUT)
         return self
 
     def stop(self) -> None:

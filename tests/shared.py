@@ -148,6 +148,19 @@ def free_port() -> int:
         return port
 
 
+def await_server(
+    process: subprocess.Popen[bytes], ready: Callable[[], bool], name: str, log: Path, timeout: float
+) -> None:
+    """Poll `ready` until the server answers; if it exits or `timeout` passes first, stop it and raise a
+    RuntimeError with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process, 10)
+            raise RuntimeError(f"{name} did not start: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+
+
 def stop_process(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
     """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
     if process is not None and process.poll() is None:
