@@ -74,11 +74,11 @@ def parse_number(raw: bytes) -> int:
 
 def checksum_ok(block: bytes) -> bool:
     """The stored checksum matches the unsigned or the (historic) signed byte sum."""
+    chk = field(block, CHKSUM)
     try:
-        stored = parse_number(field(block, CHKSUM))
+        stored = parse_number(chk)
     except TarFormatError:
         return False
-    chk = field(block, CHKSUM)
     unsigned = byte_sum(block) - sum(chk) + _CHKSUM_BLANKS
     if stored == unsigned:
         return True
