@@ -40,7 +40,8 @@ from obdlayout.inspect.source import SourceTree
 from obdlayout.oci import gojson
 from obdlayout.oci.documents import Index, Manifest
 from obdlayout.oci.layout import Layout
-from obdlayout.tar.reader import TarReader
+from obdlayout.tar.reader import EntryCursor, TarReader
+from obdlayout.tar.relay import RelayedEntries, relay_entries
 from obdlayout.tar.ustar import BLOCK, checksum_ok, stamp_checksum
 
 from .shared import PLAIN_BLOB, memo, pack_raw_image_file
@@ -125,6 +126,56 @@ def test_the_tar_reader(data: st.DataObject) -> None:
         tar.drain()
 
     _survives(read_all)
+
+
+class _FailsAtEnd(io.BytesIO):
+    """The relayed frames, then the parsing process's error at the stream's end (as _ChildStream raises it)."""
+
+    def __init__(self, frames: bytes, error: BaseException | None) -> None:
+        super().__init__(frames)
+        self._error = error
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if not data and self._error is not None:
+            raise self._error
+        return data
+
+
+def _outcome(tar: EntryCursor) -> list[object]:
+    """What a consumer sees: each entry with its bytes read in uneven pieces, then the error it meets."""
+    seen: list[object] = []
+    try:
+        for entry in tar:
+            pieces = []
+            if entry.is_regular:
+                for offset in range(0, min(entry.size, 1 << 20), 3000):
+                    pieces.append(tar.read_at(offset, 3000))
+            seen.append((entry, b"".join(pieces)))
+        tar.drain()
+    except ObdlayoutError as exc:
+        seen.append((type(exc), str(exc)))
+    return seen
+
+
+@settings(max_examples=FUZZ_EXAMPLES)
+@given(data=st.data())
+def test_relayed_entries_are_what_the_reader_gives(data: st.DataObject) -> None:
+    """Parsed in another process and relayed, a damaged tar gives the same entries, bytes and error, at the
+    same point, as a reader in this process."""
+    damaged = _tar_damage(data.draw)
+    sink = io.BytesIO()
+    error: BaseException | None = None
+    with deadline(EXAMPLE_SECONDS):
+        try:
+            reader = TarReader(io.BytesIO(damaged))
+            relay_entries(reader, sink)
+            reader.drain()
+        except ObdlayoutError as exc:
+            error = exc
+        relayed = _outcome(RelayedEntries(_FailsAtEnd(sink.getvalue(), error)))
+        direct = _outcome(TarReader(io.BytesIO(damaged)))
+    assert relayed == direct
 
 
 @settings(max_examples=FUZZ_EXAMPLES)

@@ -2,19 +2,20 @@
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..formats.blob import StackLayer
 from ..oci.digest import BlobRef
-from ..oci.layers import BlockObserver, open_uncompressed, sniff_blob
+from ..oci.layers import BlockObserver, open_entries, open_uncompressed, sniff_blob
 from ..oci.layout import Layout
 from ..oci.mediatypes import Compression
 from ..oci.output import OutputLayer
 from ..oci.plan import LayerPlan
+from ..tar.reader import EntryCursor, TarReader
 from ..units import STREAM_CHUNK
 
 
@@ -52,6 +53,19 @@ class SourceLayer:
         if self.spool is not None:
             return self.spool.tar.open("rb")
         return open_uncompressed(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress, gzip_observer)
+
+    @contextmanager
+    def open_entries(self, gzip_observer: BlockObserver | None = None) -> Iterator[EntryCursor]:
+        """The layer's tar entries, checked as by `open_tar`. They are parsed in the process that decompresses
+        the layer, which has time to spare, unless it builds a gzip index (then it is the slower of the two)."""
+        if self.spool is None and gzip_observer is None:
+            with open_entries(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress) as entries:
+                yield entries
+            return
+        with self.open_tar(gzip_observer) as tar:
+            reader = TarReader(tar)
+            yield reader
+            reader.drain()
 
     def save_tar(self, path: Path) -> None:
         """The uncompressed tar (checked as by `open_tar`) written to the new file `path`."""

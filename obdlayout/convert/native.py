@@ -27,6 +27,7 @@ from ..oci.digest import BlobRef, digest_file, encoded
 from ..oci.layers import BlockObserver
 from ..oci.mediatypes import ARTIFACT_TYPE_OVERLAYBD
 from ..oci.output import overlaybd_layer
+from ..tar.reader import EntryCursor
 from ..units import GiB
 from .artefacts import ConvertedLayer, SourceLayer
 from .errors import ConvertError
@@ -46,7 +47,7 @@ class LayerResult:
 
 def build_layer(
     out: BinaryIO,
-    layer_tar: BinaryIO,
+    layer_tar: BinaryIO | EntryCursor,
     *,
     lowers: Sequence[str | os.PathLike[str] | StackLayer] = (),
     layer_name: str = "layer",
@@ -107,7 +108,7 @@ def write_native_layer(
     gzip_index: BlockObserver | None = None,
 ) -> LayerResult:
     """The layer blob at `path`, by our writer: `source` applied on `lowers`; with `uuids`, the chain's (§2.3)."""
-    with source.open_tar(gzip_index) as tar, path.open("w+b") as sink:
+    with source.open_entries(gzip_index) as tar, path.open("w+b") as sink:
         return build_layer(
             sink,
             tar,

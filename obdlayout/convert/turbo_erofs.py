@@ -18,6 +18,7 @@ from ..formats.commit import DEFAULT_BLOB, BlobOptions, LayerBlobWriter
 from ..formats.turbo_archive import FS_META_NAMES
 from ..layers.errors import LayerError
 from ..layers.rules import ApplyStats, apply_layer
+from ..tar.reader import EntryCursor
 from .artefacts import ConvertedLayer, SourceLayer
 from .native import DEFAULT_VSIZE, stack_of
 from .turbo import TurboOciEngine, gzip_index_builder, keep_spooled_index
@@ -27,7 +28,7 @@ EROFS_META_NAME = FS_META_NAMES[1]
 
 def build_erofs_layer(
     out: BinaryIO,
-    layer_tar: BinaryIO,
+    layer_tar: BinaryIO | EntryCursor,
     *,
     lowers: Sequence[StackLayer] = (),
     layer_name: str = "layer",
@@ -74,7 +75,7 @@ class NativeTurboErofsEngine(TurboOciEngine):
         self, source: SourceLayer, lowers: Sequence[ConvertedLayer], meta: Path, gzip_meta: Path | None
     ) -> tuple[str, ...]:
         index = gzip_index_builder(source, gzip_meta)
-        with source.open_tar(index) as tar, meta.open("w+b") as sink:
+        with source.open_entries(index) as tar, meta.open("w+b") as sink:
             stats = build_erofs_layer(
                 sink,
                 tar,

@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import BinaryIO, Generic, TypeVar
 
-from ..tar.reader import BLOCKDEV, CHAR, FIFO, HARDLINK, SYMLINK, TarEntry, TarReader
+from ..tar.reader import BLOCKDEV, CHAR, FIFO, HARDLINK, SYMLINK, EntryCursor, TarEntry, TarReader
 from ..tar.ustar import TarFormatError
 from .errors import EntryError, LayerError, RuleError
 from .paths import NotADirectory, ResolveError, clean_path, resolve
@@ -86,7 +86,7 @@ class _Rules(Generic[N]):
         self._resolved[key] = found
         return found
 
-    def entry(self, tar: TarReader, member: TarEntry) -> None:
+    def entry(self, tar: EntryCursor, member: TarEntry) -> None:
         if len(member.name) > MAX_PATH_BYTES:
             raise RuleError(f"a path of {len(member.name)} bytes; at most {MAX_PATH_BYTES} (PATH_MAX) are accepted")
         parts = clean_path(member.name)
@@ -164,7 +164,7 @@ class _Rules(Generic[N]):
             raise RuleError(f"hard link target {member.linkname!r} is a directory")
         return target
 
-    def _create(self, tar: TarReader, member: TarEntry, parent: N, base: bytes, stamp: Stamp, target: N | None) -> N:
+    def _create(self, tar: EntryCursor, member: TarEntry, parent: N, base: bytes, stamp: Stamp, target: N | None) -> N:
         tree = self.tree
         if member.is_directory:
             return tree.mkdir(parent, base, stamp)
@@ -185,8 +185,9 @@ class _Rules(Generic[N]):
         raise RuleError(f"tar entry type {member.type!r} is not a file system object")
 
 
-def apply_layer(tree: FileTree[N], stream: BinaryIO, layer: str) -> ApplyStats:
-    """Apply the uncompressed tar `stream` to `tree`; `layer` names the layer in errors (LayerError).
+def apply_layer(tree: FileTree[N], stream: BinaryIO | EntryCursor, layer: str) -> ApplyStats:
+    """Apply the uncompressed tar `stream` (or its entries, parsed elsewhere) to `tree`; `layer` names the
+    layer in errors (LayerError).
 
     The stream is read to its end, past the end-of-archive blocks: a decompressor checks its trailer (a
     gzip CRC, a digest) only there. Errors of the stream itself (a LayoutError naming a blob) and of the
@@ -195,7 +196,7 @@ def apply_layer(tree: FileTree[N], stream: BinaryIO, layer: str) -> ApplyStats:
     rules = _Rules(tree)
     member: TarEntry | None = None
     try:
-        tar = TarReader(stream)
+        tar = stream if isinstance(stream, EntryCursor) else TarReader(stream)
         for member in tar:
             rules.stats.entries += 1
             if rules.stats.entries > MAX_ENTRIES:

@@ -26,6 +26,8 @@ from isal import igzip, isal_zlib
 
 from ..inflate import BlockInflater, Boundary, InflateError
 from ..lifetime import die_with_parent
+from ..tar.reader import EntryCursor, TarReader
+from ..tar.relay import RelayedEntries, relay_entries
 from ..units import STREAM_CHUNK
 from .descriptor import Descriptor
 from .digest import PREFIX
@@ -299,19 +301,24 @@ def _run_child(produce: Callable[[BinaryIO], None], data: int, status: int, pare
         os._exit(0)
 
 
-@contextmanager
-def open_uncompressed(
-    layout: Layout,
-    layer: Descriptor,
-    diff_id: str | None = None,
-    progress: Callable[[int], None] | None = None,
-    gzip_observer: BlockObserver | None = None,
-) -> Iterator[BinaryIO]:
-    """The layer's tar, uncompressed; LayoutError on a bad blob digest or size, bad compressed data, or (if
-    `diff_id` is given) a DiffID that is not the config's. `progress` is told the uncompressed bytes so far.
-    A gzip layer is decompressed by zlib block by block when `gzip_observer` is given (see _BlockGunzip; it is
-    told everything in the child process that decompresses, and its `finish` saves what it made), else by
-    ISA-L, faster. Decompression and checks run in a child process (_ChildStream)."""
+TarConsumer = Callable[[io.RawIOBase, BinaryIO], None]  # (the uncompressed tar, the pipe to the parent)
+
+
+def _copy_tar(tar: io.RawIOBase, sink: BinaryIO) -> None:
+    while chunk := tar.read(STREAM_CHUNK):
+        sink.write(chunk)
+
+
+def _relay_tar(tar: io.RawIOBase, sink: BinaryIO) -> None:
+    reader = TarReader(io.BufferedReader(tar, STREAM_CHUNK))
+    relay_entries(reader, sink)
+    reader.drain()
+
+
+def _producer(
+    layout: Layout, layer: Descriptor, diff_id: str | None, gzip_observer: BlockObserver | None, consume: TarConsumer
+) -> Callable[[BinaryIO], None]:
+    """What the child process runs: decompress the layer, check it, and give its tar to `consume`."""
     where = str(layout.blob_path(layer.digest))
 
     def produce(sink: BinaryIO) -> None:
@@ -327,18 +334,53 @@ def open_uncompressed(
             elif compression is Compression.ZSTD:
                 inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
             tar = _DiffIdReader(inner, where, compression, diff_id)
-            while chunk := tar.read(STREAM_CHUNK):  # the DiffID covers the whole tar
-                sink.write(chunk)
+            consume(tar, sink)
+            while tar.read(STREAM_CHUNK):  # the DiffID covers the whole tar
+                pass
             while raw.read(STREAM_CHUNK):  # the digest covers the whole blob
                 pass
             if gzip_observer is not None and compression is Compression.GZIP:
                 gzip_observer.finish(layer.size)
 
-    child = _ChildStream(produce, progress)
+    return produce
+
+
+@contextmanager
+def open_uncompressed(
+    layout: Layout,
+    layer: Descriptor,
+    diff_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    gzip_observer: BlockObserver | None = None,
+) -> Iterator[BinaryIO]:
+    """The layer's tar, uncompressed; LayoutError on a bad blob digest or size, bad compressed data, or (if
+    `diff_id` is given) a DiffID that is not the config's. `progress` is told the uncompressed bytes so far.
+    A gzip layer is decompressed by zlib block by block when `gzip_observer` is given (see _BlockGunzip; it is
+    told everything in the child process that decompresses, and its `finish` saves what it made), else by
+    ISA-L, faster. Decompression and checks run in a child process (_ChildStream)."""
+    child = _ChildStream(_producer(layout, layer, diff_id, gzip_observer, _copy_tar), progress)
     try:
         stream = io.BufferedReader(child, STREAM_CHUNK)
         yield stream
         while stream.read(STREAM_CHUNK):  # the checks are made at the end of the stream
             pass
+    finally:
+        child.close()
+
+
+@contextmanager
+def open_entries(
+    layout: Layout,
+    layer: Descriptor,
+    diff_id: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[EntryCursor]:
+    """The layer's tar entries, parsed in the child process that decompresses it (tar/relay.py), with the
+    checks of `open_uncompressed`; `progress` is told the tar bytes parsed so far."""
+    child = _ChildStream(_producer(layout, layer, diff_id, None, _relay_tar), None)
+    try:
+        entries = RelayedEntries(io.BufferedReader(child, STREAM_CHUNK), progress)
+        yield entries
+        entries.drain()  # the checks are made at the end of the stream
     finally:
         child.close()

@@ -9,6 +9,7 @@ sparse 'S' headers, PAX sparse versions 0.0, 0.1 and 1.0).
 
 import re
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -152,18 +153,91 @@ def _check_regions(regions: list[tuple[int, int]], size: int, stored: int) -> No
         raise TarFormatError(f"sparse regions hold {data} bytes; the entry stores {stored}")
 
 
-class TarReader:
+def _truncated(at: int) -> TarFormatError:
+    return TarFormatError(f"the stream ends inside the archive at byte {at}")
+
+
+class EntryCursor(ABC):
+    """Entries of a layer tar, in order, with the current regular file's bytes read through `read_at`.
+
+    A subclass yields the entries (each set as `_entry` by `_begin`) and gives the current entry's stored
+    bytes, forward only (`_take`, `_skip_data`); the logical reads, with the holes of sparse files, are
+    worked out here once.
+    """
+
+    def __init__(self) -> None:
+        self._begin(None)
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[TarEntry]: ...
+
+    @abstractmethod
+    def drain(self) -> None:
+        """Read the stream to its end (past the end-of-archive blocks), so that its trailer is checked."""
+
+    @abstractmethod
+    def _take(self, size: int) -> bytes:
+        """The current entry's next `size` stored bytes; TarFormatError if it holds fewer."""
+
+    @abstractmethod
+    def _skip_data(self, size: int) -> None:
+        """Pass over the current entry's next `size` stored bytes."""
+
+    def _begin(self, entry: TarEntry | None) -> None:
+        self._sparse_pos = 0  # logical offset reached in the current entry
+        self._region = 0  # first sparse region not yet wholly read
+        self._entry = entry
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of the current regular file; offsets never go back.
+
+        Holes of sparse files read as zeros.
+        """
+        entry = self._entry
+        if entry is None or not entry.is_regular:
+            raise TarFormatError("no regular file to read")
+        if offset < self._sparse_pos:
+            raise ValueError("tar data can only be read forward")
+        if entry.sparse is None:
+            self._skip_data(offset - self._sparse_pos)
+            data = self._take(min(length, entry.size - offset))
+            self._sparse_pos = offset + len(data)
+            return data
+        parts = []
+        pos = offset
+        end = min(offset + length, entry.size)
+        regions = entry.sparse
+        # Regions before `pos` are never needed again: start where the last read stopped (linear overall).
+        while self._region < len(regions) and sum(regions[self._region]) <= pos:
+            self._region += 1
+        for index in range(self._region, len(regions)):
+            start, size = regions[index]
+            if start + size <= pos or size == 0:
+                continue
+            if start >= end:
+                break
+            if start > pos:
+                parts.append(bytes(start - pos))
+                pos = start
+            take = min(end, start + size) - pos
+            parts.append(self._take(take))
+            pos += take
+        if pos < end:
+            parts.append(bytes(end - pos))
+        self._sparse_pos = end
+        return b"".join(parts)
+
+
+class TarReader(EntryCursor):
     """Iterate entries; read each regular file's data with `read_at` before moving on."""
 
     def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
         self._stream = stream
         self._offset = 0  # bytes consumed from the stream
         self._global: dict[bytes, bytes] = {}
         self._data_left = 0  # stored bytes of the current entry not yet read
         self._padding = 0
-        self._sparse_pos = 0  # logical offset reached in the current entry
-        self._region = 0  # first sparse region not yet wholly read
-        self._entry: TarEntry | None = None
 
     def _read(self, size: int) -> bytes:
         try:
@@ -171,8 +245,12 @@ class TarReader:
         except _STREAM_ERRORS as exc:
             raise TarFormatError(f"the stream cannot be read at byte {self._offset}: {exc}") from None
 
+    @property
+    def offset(self) -> int:
+        """Bytes of the stream parsed so far."""
+        return self._offset
+
     def drain(self) -> None:
-        """Read the stream to its end (past the end-of-archive blocks), so that its trailer is checked."""
         while self._read(STREAM_CHUNK):
             pass
 
@@ -181,7 +259,7 @@ class TarReader:
         while len(data) < size:
             more = self._read(size - len(data))
             if not more:
-                raise TarFormatError(f"the stream ends inside the archive at byte {self._offset + len(data)}")
+                raise _truncated(self._offset + len(data))
             data += more
         self._offset += size
         return data
@@ -201,7 +279,7 @@ class TarReader:
     def _finish_entry(self) -> None:
         self._skip(self._data_left + self._padding)
         self._data_left = self._padding = 0
-        self._entry = None
+        self._begin(None)
 
     def _block(self) -> bytes | None:
         """The next header block; None at a clean end of archive."""
@@ -292,9 +370,7 @@ class TarReader:
         carries_data = entry.is_regular or kind not in _KNOWN_TYPES
         self._data_left = stored if carries_data else 0
         self._padding = -stored % BLOCK if carries_data else 0
-        self._sparse_pos = 0
-        self._region = 0
-        self._entry = entry
+        self._begin(entry)
         if kind == GNU_SPARSE:
             entry.sparse, entry.size = self._old_gnu_sparse(block)
         elif any(key.startswith(b"GNU.sparse.") for key in pax):
@@ -350,44 +426,16 @@ class TarReader:
         _check_region_count(len(numbers) // 2)
         return list(zip(numbers[::2], numbers[1::2], strict=True)), real
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset+length) of the current regular file; offsets never go back.
-
-        Holes of sparse files read as zeros.
-        """
-        entry = self._entry
-        if entry is None or not entry.is_regular:
-            raise TarFormatError("no regular file to read")
-        if offset < self._sparse_pos:
-            raise ValueError("tar data can only be read forward")
-        if entry.sparse is None:
-            self._skip_data(offset - self._sparse_pos)
-            data = self._take(min(length, entry.size - offset))
-            self._sparse_pos = offset + len(data)
-            return data
-        parts = []
-        pos = offset
-        end = min(offset + length, entry.size)
-        regions = entry.sparse
-        # Regions before `pos` are never needed again: start where the last read stopped (linear overall).
-        while self._region < len(regions) and sum(regions[self._region]) <= pos:
-            self._region += 1
-        for index in range(self._region, len(regions)):
-            start, size = regions[index]
-            if start + size <= pos or size == 0:
-                continue
-            if start >= end:
-                break
-            if start > pos:
-                parts.append(bytes(start - pos))
-                pos = start
-            take = min(end, start + size) - pos
-            parts.append(self._take(take))
-            pos += take
-        if pos < end:
-            parts.append(bytes(end - pos))
-        self._sparse_pos = end
-        return b"".join(parts)
+    def stored_chunks(self) -> Iterator[bytes]:
+        """The rest of the current entry's stored bytes, in pieces of at most STREAM_CHUNK; in a stream cut short,
+        the bytes it holds are given before the error."""
+        while self._data_left:
+            data = self._read(min(self._data_left, STREAM_CHUNK))
+            if not data:
+                raise _truncated(self._offset)
+            self._offset += len(data)
+            self._data_left -= len(data)
+            yield data
 
     def _skip_data(self, size: int) -> None:
         if size > self._data_left:

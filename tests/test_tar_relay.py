@@ -1,0 +1,102 @@
+"""Layer entries parsed in the decompressing child process and relayed (tar/relay.py, oci.layers.open_entries):
+the same entries and bytes as a reader in this process, across frames, with every check of the layer kept."""
+
+import gzip
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from obdlayout.oci.descriptor import Descriptor
+from obdlayout.oci.errors import LayoutError
+from obdlayout.oci.layers import open_entries
+from obdlayout.oci.layout import Layout
+from obdlayout.oci.mediatypes import OCI_LAYER_GZIP
+from obdlayout.tar.reader import EntryCursor, TarReader
+from obdlayout.tar.relay import FRAME_DATA, FRAME_ENTRIES
+from obdlayout.tar.ustar import TarFormatError
+
+from .oci_layouts import LayoutBuilder, sha256
+
+
+def _layer(tmp_path: Path, tar: bytes) -> tuple[Layout, Descriptor]:
+    builder = LayoutBuilder(tmp_path / "src")
+    layer = builder.blob(gzip.compress(tar, mtime=0), OCI_LAYER_GZIP)
+    builder.tag("v1", layer)
+    builder.save()
+    return Layout(builder.root), Descriptor.parse(layer)
+
+
+def _tar(files: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o640
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _read(entries: EntryCursor, piece: int) -> list[tuple[bytes, int, str]]:
+    """Each entry's name, data offset and content digest, its bytes read `piece` at a time."""
+    out = []
+    for entry in entries:
+        digest = hashlib.sha256()
+        for offset in range(0, entry.size, piece):
+            digest.update(entries.read_at(offset, min(piece, entry.size - offset)))
+        out.append((entry.name, entry.data_offset, digest.hexdigest()))
+    return out
+
+
+# Many small files (several frames of entries), then files larger than a frame's data, read unevenly.
+FILES = [(f"small/{i}", bytes([i % 251]) * (i % 700)) for i in range(FRAME_ENTRIES * 2 + 5)] + [
+    ("big", bytes(range(256)) * (FRAME_DATA // 256 * 3 + 7)),
+    ("after-big", b"tail\n"),
+]
+
+
+@pytest.mark.parametrize("piece", [1 << 20, 4096 + 7])
+def test_relayed_entries_equal_the_readers(tmp_path: Path, piece: int) -> None:
+    tar = _tar(FILES)
+    layout, layer = _layer(tmp_path, tar)
+    progress: list[int] = []
+    with open_entries(layout, layer, sha256(tar), progress.append) as entries:
+        relayed = _read(entries, piece)
+    assert relayed == _read(TarReader(io.BytesIO(tar)), piece)
+    assert len(relayed) == len(FILES)
+    assert progress == sorted(progress) and len(tar) - 10240 <= progress[-1] <= len(tar)
+
+
+def test_entries_skipped_unread_do_not_shift_the_next(tmp_path: Path) -> None:
+    tar = _tar(FILES)
+    layout, layer = _layer(tmp_path, tar)
+    with open_entries(layout, layer, sha256(tar)) as entries:
+        names = []
+        for entry in entries:
+            names.append(entry.name)
+            if entry.name == b"after-big":
+                assert entries.read_at(0, 5) == b"tail\n"
+    assert names == [name.encode() for name, _ in FILES]
+
+
+def test_a_wrong_diff_id_fails_at_the_end_of_the_block(tmp_path: Path) -> None:
+    tar = _tar(FILES[:3])
+    layout, layer = _layer(tmp_path, tar)
+    wrong = sha256(b"other")
+    with pytest.raises(LayoutError, match="uncompressed layer has DiffID"), open_entries(layout, layer, wrong) as e:
+        assert next(iter(e)).name == b"small/0"  # stops after one entry: the rest is still checked
+
+
+def test_a_truncated_tar_fails_after_the_entries_before_the_damage(tmp_path: Path) -> None:
+    tar = _tar(FILES[:10])
+    cut = tar[: tar.index(b"small/8") + 600]  # small/8's 8 bytes are whole; the padding after them is cut
+    layout, layer = _layer(tmp_path, cut)
+    seen: list[bytes] = []
+    with pytest.raises(TarFormatError, match="ends inside"), open_entries(layout, layer, sha256(cut)) as entries:
+        for entry in entries:
+            seen.append(entry.name)
+            entries.read_at(0, entry.size)
+    assert seen == [f"small/{i}".encode() for i in range(9)]
