@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, NoReturn, Protocol, cast
 
 import zstandard
-from isal import igzip, isal_zlib
+from isal import igzip_threaded, isal_zlib
 
 from ..inflate import BlockInflater, Boundary, InflateError
 from ..lifetime import die_with_parent
@@ -329,8 +329,9 @@ def _producer(
             if compression is Compression.GZIP and gzip_observer is not None:
                 inner = _BlockGunzip(raw, where, gzip_observer)
             elif compression is Compression.GZIP:
-                # ISA-L inflates faster than zlib (1.7 times on the bench layers); its GzipFile is untyped.
-                inner = igzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+                # ISA-L inflates faster than zlib (1.7 times on the bench layers), and in a thread of its own,
+                # free of the GIL, beside the tar parsing and hashing of this process. Its open is untyped.
+                inner = igzip_threaded.open(raw, "rb", threads=1)  # type: ignore[no-untyped-call]
             elif compression is Compression.ZSTD:
                 inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
             tar = _DiffIdReader(inner, where, compression, diff_id)
