@@ -128,18 +128,24 @@ class _Fields:
     """Little-endian fields of a raw structure, by name."""
 
     FIELDS: ClassVar[dict[str, tuple[int, str]]] = {}
+    # FIELDS with each format compiled once: fields are read and written several times per inode.
+    _COMPILED: ClassVar[dict[str, tuple[int, struct.Struct]]] = {}
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls._COMPILED = {name: (offset, struct.Struct("<" + fmt)) for name, (offset, fmt) in cls.FIELDS.items()}
 
     def __init__(self, raw: bytes | bytearray) -> None:
         self.raw = bytearray(raw)
 
     def get(self, name: str) -> int:
-        offset, fmt = self.FIELDS[name]
-        value: int = struct.unpack_from("<" + fmt, self.raw, offset)[0]
+        offset, field = self._COMPILED[name]
+        value: int = field.unpack_from(self.raw, offset)[0]
         return value
 
     def set(self, name: str, value: int) -> None:
-        offset, fmt = self.FIELDS[name]
-        struct.pack_into("<" + fmt, self.raw, offset, value)
+        offset, field = self._COMPILED[name]
+        field.pack_into(self.raw, offset, value)
 
     def _wide(self, lo: str, hi: str, bits: int = 32) -> int:
         return self.get(lo) | (self.get(hi) << bits)
