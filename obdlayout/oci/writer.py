@@ -128,8 +128,9 @@ class LayoutWriter:
         pending.finish(ref)
 
     def add_file(self, path: Path, ref: BlobRef) -> None:
-        """A finished file (whose digest and size `ref` gives) as a blob: hard-linked when on the same file
-        system, else copied, under a temporary name first."""
+        """A finished file as a blob, under a temporary name first. `ref` must be the digest and size this run
+        found by reading `path` (as it made or reused it): a hard link is that very file and is not hashed
+        again; a copy (`path` on another file system) is checked against `ref`."""
         if self._holds(ref):
             return
         fd, temp = tempfile.mkstemp(prefix=part_prefix("blob"), suffix=PART_SUFFIX, dir=self._blobs)
@@ -141,8 +142,8 @@ class LayoutWriter:
             except OSError:
                 shutil.copyfile(path, temp)
                 os.chmod(temp, FILE_MODE)
-            with BlobReader(Path(temp), ref) as reader:  # a file changed since it was made is not published
-                reader.drain()
+                with BlobReader(Path(temp), ref) as reader:
+                    reader.drain()
             self._install(Path(temp), ref)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
