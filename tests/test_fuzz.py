@@ -42,6 +42,7 @@ from obdlayout.oci.documents import Index, Manifest
 from obdlayout.oci.layout import Layout
 from obdlayout.tar.reader import EntryCursor, TarReader
 from obdlayout.tar.relay import RelayedEntries, relay_entries
+from obdlayout.tar.ring import Ring
 from obdlayout.tar.ustar import BLOCK, checksum_ok, stamp_checksum
 
 from .shared import PLAIN_BLOB, memo, pack_raw_image_file
@@ -166,15 +167,19 @@ def test_relayed_entries_are_what_the_reader_gives(data: st.DataObject) -> None:
     damaged = _tar_damage(data.draw)
     sink = io.BytesIO()
     error: BaseException | None = None
-    with deadline(EXAMPLE_SECONDS):
-        try:
-            reader = TarReader(io.BytesIO(damaged))
-            relay_entries(reader, sink)
-            reader.drain()
-        except ObdlayoutError as exc:
-            error = exc
-        relayed = _outcome(RelayedEntries(_FailsAtEnd(sink.getvalue(), error)))
-        direct = _outcome(TarReader(io.BytesIO(damaged)))
+    ring = Ring(len(damaged) + 1)  # room for all the file data: one process both writes and reads it here
+    try:
+        with deadline(EXAMPLE_SECONDS):
+            try:
+                reader = TarReader(io.BytesIO(damaged))
+                relay_entries(reader, sink, ring)
+                reader.drain()
+            except ObdlayoutError as exc:
+                error = exc
+            relayed = _outcome(RelayedEntries(_FailsAtEnd(sink.getvalue(), error), ring))
+            direct = _outcome(TarReader(io.BytesIO(damaged)))
+    finally:
+        ring.close()
     assert relayed == direct
 
 

@@ -16,6 +16,7 @@ from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import OCI_LAYER_GZIP
 from obdlayout.tar.reader import EntryCursor, TarReader
 from obdlayout.tar.relay import FRAME_DATA, FRAME_ENTRIES
+from obdlayout.tar.ring import RING_BYTES
 from obdlayout.tar.ustar import TarFormatError
 
 from .oci_layouts import LayoutBuilder, sha256
@@ -58,12 +59,16 @@ FILES = [(f"small/{i}", bytes([i % 251]) * (i % 700)) for i in range(FRAME_ENTRI
 ]
 
 
-@pytest.mark.parametrize("piece", [1 << 20, 4096 + 7])
-def test_relayed_entries_equal_the_readers(tmp_path: Path, piece: int) -> None:
+@pytest.mark.parametrize(
+    ("piece", "ring"), [(1 << 20, RING_BYTES), (4096 + 7, RING_BYTES), (1 << 20, 5000), (4096 + 7, 65536 + 3)]
+)
+def test_relayed_entries_equal_the_readers(tmp_path: Path, piece: int, ring: int) -> None:
+    """Read in even and uneven pieces; through the full ring, and through rings far smaller than the data,
+    which the writer fills and waits on, and whose data wraps around inside pieces."""
     tar = _tar(FILES)
     layout, layer = _layer(tmp_path, tar)
     progress: list[int] = []
-    with open_entries(layout, layer, sha256(tar), progress.append) as entries:
+    with open_entries(layout, layer, sha256(tar), progress.append, ring) as entries:
         relayed = _read(entries, piece)
     assert relayed == _read(TarReader(io.BytesIO(tar)), piece)
     assert len(relayed) == len(FILES)

@@ -28,6 +28,7 @@ from ..inflate import BlockInflater, Boundary, InflateError
 from ..lifetime import die_with_parent
 from ..tar.reader import EntryCursor, TarReader
 from ..tar.relay import RelayedEntries, relay_entries
+from ..tar.ring import RING_BYTES, Ring
 from ..units import STREAM_CHUNK
 from .descriptor import Descriptor
 from .digest import PREFIX
@@ -309,10 +310,13 @@ def _copy_tar(tar: io.RawIOBase, sink: BinaryIO) -> None:
         sink.write(chunk)
 
 
-def _relay_tar(tar: io.RawIOBase, sink: BinaryIO) -> None:
-    reader = TarReader(io.BufferedReader(tar, STREAM_CHUNK))
-    relay_entries(reader, sink)
-    reader.drain()
+def _relay_tar(ring: Ring) -> TarConsumer:
+    def relay(tar: io.RawIOBase, sink: BinaryIO) -> None:
+        reader = TarReader(io.BufferedReader(tar, STREAM_CHUNK))
+        relay_entries(reader, sink, ring)
+        reader.drain()
+
+    return relay
 
 
 def _producer(
@@ -375,13 +379,19 @@ def open_entries(
     layer: Descriptor,
     diff_id: str | None = None,
     progress: Callable[[int], None] | None = None,
+    ring_bytes: int = RING_BYTES,
 ) -> Iterator[EntryCursor]:
-    """The layer's tar entries, parsed in the child process that decompresses it (tar/relay.py), with the
-    checks of `open_uncompressed`; `progress` is told the tar bytes parsed so far."""
-    child = _ChildStream(_producer(layout, layer, diff_id, None, _relay_tar), None)
+    """The layer's tar entries, parsed in the child process that decompresses it (tar/relay.py; its file data
+    comes through a ring of `ring_bytes` of shared memory), with the checks of `open_uncompressed`;
+    `progress` is told the tar bytes parsed so far."""
+    ring = Ring(ring_bytes)
     try:
-        entries = RelayedEntries(io.BufferedReader(child, STREAM_CHUNK), progress)
-        yield entries
-        entries.drain()  # the checks are made at the end of the stream
+        child = _ChildStream(_producer(layout, layer, diff_id, None, _relay_tar(ring)), None)
+        try:
+            entries = RelayedEntries(io.BufferedReader(child, STREAM_CHUNK), ring, progress)
+            yield entries
+            entries.drain()  # the checks are made at the end of the stream
+        finally:
+            child.close()
     finally:
-        child.close()
+        ring.close()

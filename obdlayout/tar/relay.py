@@ -2,9 +2,9 @@
 
 Parsing headers costs the process applying a layer about a third of its time, while the process that
 decompresses and hashes the layer has time to spare; so that process parses the tar too, and sends on what
-the applying side needs: each entry, followed by a regular file's stored bytes. It sends them in frames
-(a FRAME header, then a pickle of a list of TarEntry and bytes items), many entries to a frame, so that the
-cost of each hand-over is shared.
+the applying side needs: each entry, followed by a regular file's stored bytes. The entries go in frames
+through a pipe (a FRAME header, then a pickle of a list of TarEntry items and data lengths), many entries to
+a frame, so that the cost of each hand-over is shared; the bytes go through shared memory (ring.py).
 
 Both ends are this package's own code in processes it forked: the pickles are never read from anywhere else.
 """
@@ -18,16 +18,17 @@ from typing import BinaryIO
 
 from ..units import STREAM_CHUNK
 from .reader import EntryCursor, TarEntry, TarReader
+from .ring import Ring
 from .ustar import TarFormatError
 
 FRAME = struct.Struct("<QQ")  # payload bytes; tar bytes parsed when the frame was sent
-FRAME_DATA = STREAM_CHUNK  # a frame is sent once it holds this much file data ...
+FRAME_DATA = STREAM_CHUNK  # a frame is sent once it announces this much file data ...
 FRAME_ENTRIES = 1024  # ... or this many entries
-Item = TarEntry | bytes
+Item = TarEntry | int  # an entry, or the length of the next piece of its stored bytes in the ring
 
 
-def relay_entries(reader: TarReader, sink: BinaryIO) -> None:
-    """Parse the tar with `reader` and write its entries (regular files with their stored bytes) to `sink`.
+def relay_entries(reader: TarReader, sink: BinaryIO, ring: Ring) -> None:
+    """Parse the tar with `reader` and write its entries to `sink`, regular files' stored bytes to `ring`.
 
     Entries parsed before an error are written before it is raised, so that the reading side meets the
     error after the same entries as a reader in its own process would.
@@ -37,9 +38,10 @@ def relay_entries(reader: TarReader, sink: BinaryIO) -> None:
 
     def send() -> None:
         nonlocal data
-        payload = pickle.dumps(items, pickle.HIGHEST_PROTOCOL)
-        sink.write(FRAME.pack(len(payload), reader.offset))
-        sink.write(payload)
+        if items:
+            payload = pickle.dumps(items, pickle.HIGHEST_PROTOCOL)
+            sink.write(FRAME.pack(len(payload), reader.offset))
+            sink.write(payload)
         items.clear()
         data = 0
 
@@ -48,33 +50,40 @@ def relay_entries(reader: TarReader, sink: BinaryIO) -> None:
             items.append(entry)
             if entry.is_regular:
                 for chunk in reader.stored_chunks():
-                    items.append(chunk)
-                    data += len(chunk)
+                    with memoryview(chunk) as view:
+                        for at in range(0, len(view), ring.size):
+                            piece = view[at : at + ring.size]
+                            if not ring.room(len(piece)):
+                                send()  # the reader releases room only as it takes what it was told of
+                                ring.wait_for_room(len(piece))
+                            ring.write(piece)
+                            items.append(len(piece))
+                            data += len(piece)
                     if data >= FRAME_DATA:
                         send()
             if len(items) >= FRAME_ENTRIES:
                 send()
     except BaseException:
-        if items:
-            with suppress(OSError):  # the reading side may be gone: it then needs nothing more
-                send()
+        with suppress(OSError):  # the reading side may be gone: it then needs nothing more
+            send()
         raise
-    if items:
-        send()
+    send()
 
 
 class RelayedEntries(EntryCursor):
-    """The entries `relay_entries` wrote to `stream`; `progress` is told the tar bytes parsed so far.
+    """The entries `relay_entries` wrote to `stream` and `ring`; `progress` is told the tar bytes parsed so far.
 
     An error of the stream itself (the parsing process's, raised by the stream at its end) passes through.
     """
 
-    def __init__(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+    def __init__(self, stream: BinaryIO, ring: Ring, progress: Callable[[int], None] | None = None) -> None:
         super().__init__()
         self._stream = stream
+        self._ring = ring
         self._progress = progress
         self._items: deque[Item] = deque()
-        self._pos = 0  # bytes of the first item, when it is bytes, already read
+        self._pos = 0  # bytes of the first item, when it is a piece of data, already taken
+        self._ring_pos = 0  # where the next piece of data starts in the ring
 
     def __iter__(self) -> Iterator[TarEntry]:
         while True:
@@ -88,9 +97,11 @@ class RelayedEntries(EntryCursor):
             yield entry
 
     def drain(self) -> None:
-        while self._receive():
-            self._items.clear()
-        self._pos = 0
+        while True:
+            self._skip_stored()
+            if not self._items and not self._receive():
+                return
+            self._items.popleft()
 
     def _receive(self) -> bool:
         """Read the next frame's items; False at the end of the stream."""
@@ -109,23 +120,27 @@ class RelayedEntries(EntryCursor):
         return True
 
     def _stored(self, size: int, keep: bool) -> list[bytes]:
-        """The current entry's next `size` stored bytes, in pieces (empty pieces if not `keep`)."""
+        """The current entry's next `size` stored bytes, in pieces (none if not `keep`)."""
         parts: list[bytes] = []
         items = self._items
         while size:
-            if not items and not self._receive():
-                break
+            if not items:
+                self._ring.release(self._ring_pos)  # what was taken is copied: the writer may need the room
+                if not self._receive():
+                    break
             head = items[0]
-            if not isinstance(head, bytes):
+            if isinstance(head, TarEntry):
                 break
-            take = min(size, len(head) - self._pos)
+            take = min(size, head - self._pos)
             if keep:
-                parts.append(head if take == len(head) else head[self._pos : self._pos + take])
+                parts.append(self._ring.read(self._ring_pos, take))
             size -= take
             self._pos += take
-            if self._pos == len(head):
+            self._ring_pos += take
+            if self._pos == head:
                 items.popleft()
                 self._pos = 0
+        self._ring.release(self._ring_pos)
         if size:
             name = self._entry.name if self._entry else b""
             raise TarFormatError(f"entry {name!r} holds less data than its size")
@@ -142,8 +157,11 @@ class RelayedEntries(EntryCursor):
         """Pass over what is left of the current entry's stored bytes."""
         items = self._items
         while True:
-            while items and isinstance(items[0], bytes):
-                items.popleft()
-            self._pos = 0
+            while items and not isinstance(items[0], TarEntry):
+                piece = items.popleft()
+                assert isinstance(piece, int)
+                self._ring_pos += piece - self._pos
+                self._pos = 0
+            self._ring.release(self._ring_pos)
             if items or not self._receive():
                 return

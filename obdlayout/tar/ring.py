@@ -1,0 +1,95 @@
+"""Shared memory through which a forked child hands file data to its parent, without pipes or pickles.
+
+A pipe costs each byte of a layer's file data two kernel copies, a pickle and an unpickle, fresh buffers
+(page faults) and a GIL hand-over to the parent's pipe-reading thread: 2.8 s of the bench convert's 17 s.
+Here the writer copies the bytes once into a ring of RING_BYTES, the reader copies them once out of it.
+
+Positions are absolute byte counts (the ring offset is the position modulo the size). The writer (the
+child) writes in order and says, by other means (tar/relay.py's frames), how many bytes each piece holds;
+the reader takes them in the same order and releases what it has taken. The writer waits for room when
+the ring is full: it sets a flag in the shared header and sleeps on a pipe, which the reader writes a byte
+to when it releases room while the flag is set (the short timeout covers a wake-up lost between the two).
+"""
+
+import mmap
+import os
+import select
+import struct
+from contextlib import suppress
+
+from ..units import MiB
+
+RING_BYTES = 64 * MiB
+_HEADER = struct.Struct("<QQ")  # released position (the reader's); 1 while the writer waits for room
+_RELEASED = 0
+_WAITING = 8
+_POSITION = struct.Struct("<Q")
+_WAIT_SECONDS = 0.01
+
+
+class Ring:
+    """Create before forking: both processes use the same object (the mapping is shared, not copied)."""
+
+    def __init__(self, size: int = RING_BYTES) -> None:
+        self.size = size
+        self._map = mmap.mmap(-1, _HEADER.size + size)
+        self._data = memoryview(self._map)[_HEADER.size :]
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._written = 0  # the writer's position (meaningful in the writer's process only)
+
+    def close(self) -> None:
+        self._data.release()
+        self._map.close()
+        for fd in (self._wake_read, self._wake_write):
+            with suppress(OSError):
+                os.close(fd)
+
+    # -- the writer ---------------------------------------------------------------------------------------
+
+    def room(self, size: int) -> bool:
+        """Whether `size` more bytes fit now."""
+        return self._written + size - self._released() <= self.size
+
+    def wait_for_room(self, size: int) -> None:
+        """Sleep until `size` more bytes fit (the reader must be taking what was announced to it)."""
+        if size > self.size:
+            raise ValueError(f"{size} bytes do not fit a ring of {self.size}")
+        while not self.room(size):
+            _POSITION.pack_into(self._map, _WAITING, 1)
+            if not self.room(size):
+                select.select([self._wake_read], [], [], _WAIT_SECONDS)
+                with suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+        _POSITION.pack_into(self._map, _WAITING, 0)
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append `data`; there must be room for it (`room`)."""
+        size = len(data)
+        start = self._written % self.size
+        first = min(size, self.size - start)
+        self._data[start : start + first] = data[:first]
+        if first < size:
+            self._data[: size - first] = data[first:]
+        self._written += size
+
+    # -- the reader ---------------------------------------------------------------------------------------
+
+    def read(self, position: int, size: int) -> bytes:
+        """A copy of `size` bytes from `position` (which must not have been released)."""
+        start = position % self.size
+        first = min(size, self.size - start)
+        data = bytes(self._data[start : start + first])
+        return data + bytes(self._data[: size - first]) if first < size else data
+
+    def release(self, position: int) -> None:
+        """Everything before `position` is taken: the writer may reuse it."""
+        _POSITION.pack_into(self._map, _RELEASED, position)
+        if _POSITION.unpack_from(self._map, _WAITING)[0]:
+            with suppress(BlockingIOError):
+                os.write(self._wake_write, b"\0")
+
+    def _released(self) -> int:
+        position: int = _POSITION.unpack_from(self._map, _RELEASED)[0]
+        return position
