@@ -11,6 +11,7 @@ binaries, each gzip-compressed (ISA-L) into an OCI layout, as `skopeo copy` woul
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -165,6 +166,7 @@ def run() -> dict[str, object]:
     print(f"  convert {result['layers']} gzip layers, {tar_bytes / MB:.0f} MB tar ({compressed / MB:.0f} MB gzip):")
     runs = {name: _convert(source, tar_bytes, name, options) for name, options in RUNS.items()}
     result.update(runs)
+    result["stages"] = _stages(source)
     result["sizes"] = _sizes(source, runs["overlaybd"], tar_bytes)
     ext4, erofs = runs["turbo-oci"], runs["turbo-erofs"]
     print(
@@ -173,6 +175,20 @@ def run() -> dict[str, object]:
     )
     result["cache"] = _cache(source, tar_bytes, _convert(source, tar_bytes, "no-cache", RUNS["overlaybd"]))
     return result
+
+
+def _stages(source: Path) -> dict[str, object]:
+    """The overlaybd convert again, its main process's stages timed (bench/stages.py)."""
+    destination = OUT / "convert-output"
+    shutil.rmtree(destination, ignore_errors=True)
+    command = [sys.executable, "-m", "bench.stages", str(source), str(destination), "-q", *RUNS["overlaybd"]]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    stages: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  overlaybd stages (wall s, main process; {stages['wall_s']} s in all):")
+    for stage, seconds in dict(stages["stages_s"]).items():  # type: ignore[call-overload]
+        print(f"    {seconds:7.2f}  {stage}")
+    print(f"    CPU s: main process {stages['main_cpu_s']}, helper processes {stages['helpers_cpu_s']}")
+    return stages
 
 
 def _sizes(source: Path, bench: dict[str, float], bench_bytes: int) -> dict[str, object]:
