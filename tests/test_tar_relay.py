@@ -11,7 +11,7 @@ import pytest
 
 from obdlayout.oci.descriptor import Descriptor
 from obdlayout.oci.errors import LayoutError
-from obdlayout.oci.layers import open_entries
+from obdlayout.oci.layers import open_entries, open_tar_file_entries
 from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import OCI_LAYER_GZIP
 from obdlayout.tar.reader import EntryCursor, TarReader
@@ -105,3 +105,13 @@ def test_a_truncated_tar_fails_after_the_entries_before_the_damage(tmp_path: Pat
             seen.append(entry.name)
             entries.read_at(0, entry.size)
     assert seen == [f"small/{i}".encode() for i in range(9)]
+
+
+def test_a_spooled_tar_file_is_relayed_as_its_reader_reads_it(tmp_path: Path) -> None:
+    tar = _tar(FILES)
+    spooled = tmp_path / "layer.tar"
+    spooled.write_bytes(tar)
+    with open_tar_file_entries(spooled, ring_bytes=65536 + 3) as entries:
+        relayed = _read(entries, 4096 + 7)
+    assert relayed == _read(TarReader(io.BytesIO(tar)), 4096 + 7)
+    assert len(relayed) == len(FILES)

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 from ..formats.blob import StackLayer
 from ..oci.digest import BlobRef
-from ..oci.layers import BlockObserver, open_entries, open_uncompressed, sniff_blob
+from ..oci.layers import BlockObserver, open_entries, open_tar_file_entries, open_uncompressed, sniff_blob
 from ..oci.layout import Layout
 from ..oci.mediatypes import Compression
 from ..oci.output import OutputLayer
@@ -57,8 +57,13 @@ class SourceLayer:
     @contextmanager
     def open_entries(self, gzip_observer: BlockObserver | None = None) -> Iterator[EntryCursor]:
         """The layer's tar entries, checked as by `open_tar`. They are parsed in the process that decompresses
-        the layer, which has time to spare, unless it builds a gzip index (then it is the slower of the two)."""
-        if self.spool is None and gzip_observer is None:
+        the layer, which has time to spare, unless it builds a gzip index (then it is the slower of the two);
+        a spooled tar is parsed in a process of its own."""
+        if self.spool is not None:
+            with open_tar_file_entries(self.spool.tar) as entries:
+                yield entries
+            return
+        if gzip_observer is None:
             with open_entries(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress) as entries:
                 yield entries
             return

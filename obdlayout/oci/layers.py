@@ -19,6 +19,8 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
+from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, Protocol, cast
 
 import zstandard
@@ -384,9 +386,36 @@ def open_entries(
     """The layer's tar entries, parsed in the child process that decompresses it (tar/relay.py; its file data
     comes through a ring of `ring_bytes` of shared memory), with the checks of `open_uncompressed`;
     `progress` is told the tar bytes parsed so far."""
+    with _relayed(partial(_producer, layout, layer, diff_id, None), progress, ring_bytes) as entries:
+        yield entries
+
+
+@contextmanager
+def open_tar_file_entries(path: Path, ring_bytes: int = RING_BYTES) -> Iterator[EntryCursor]:
+    """The entries of the plain tar file `path` (a layer decompressed and checked before), parsed in a child
+    process as `open_entries` parses a layer's."""
+
+    def producer(consume: TarConsumer) -> Callable[[BinaryIO], None]:
+        def produce(sink: BinaryIO) -> None:
+            with path.open("rb", buffering=0) as tar:
+                consume(tar, sink)
+
+        return produce
+
+    with _relayed(producer, None, ring_bytes) as entries:
+        yield entries
+
+
+@contextmanager
+def _relayed(
+    producer: Callable[[TarConsumer], Callable[[BinaryIO], None]],
+    progress: Callable[[int], None] | None,
+    ring_bytes: int,
+) -> Iterator[EntryCursor]:
+    """The entries a child process running `producer`'s function relays (their data through a ring)."""
     ring = Ring(ring_bytes)
     try:
-        child = _ChildStream(_producer(layout, layer, diff_id, None, _relay_tar(ring)), None)
+        child = _ChildStream(producer(_relay_tar(ring)), None)
         try:
             entries = RelayedEntries(io.BufferedReader(child, STREAM_CHUNK), ring, progress)
             yield entries
