@@ -503,6 +503,10 @@ class Model:
             if existing is node:
                 created.add((parent, base))
                 return
+            if existing is not None:
+                # containerd removes the replaced path before it links: a target below that path goes with it.
+                del parent.children[base]
+                node = self._lookup(m.linkname, created)
         elif m.kind == b"5" and existing is not None and existing.kind == "dir":
             existing.mode, existing.uid, existing.gid, existing.mtime = m.mode, m.uid, m.gid, m.mtime
             existing.xattrs = stored_xattrs(m.xattrs)
