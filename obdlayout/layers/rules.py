@@ -65,8 +65,13 @@ class _Rules(Generic[N]):
         self._resolved: dict[tuple[bytes, ...], N] = {}
 
     def _remove(self, parent: N, name: bytes) -> None:
+        node = self.tree.lookup(parent, name)
+        # Only a directory or a symlink can lie on the way to a resolved directory: removing anything else
+        # keeps them all (a layer replacing the files below it removes a file for every entry).
+        on_paths = node is None or self.tree.kind(node) in (stat.S_IFDIR, stat.S_IFLNK)
         self.tree.remove(parent, name)
-        self._resolved.clear()
+        if on_paths:
+            self._resolved.clear()
 
     def _make_parent(self, parent: N, name: bytes) -> N:
         made = self.tree.mkdir(parent, name, PARENT_STAMP)
