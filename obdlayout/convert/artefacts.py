@@ -67,10 +67,8 @@ class SourceLayer:
             with open_entries(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress) as entries:
                 yield entries
             return
-        with self.open_tar(gzip_observer) as tar:
-            reader = TarReader(tar)
-            yield reader
-            reader.drain()
+        with self.open_tar(gzip_observer) as tar:  # which reads the rest of the stream when its block ends
+            yield TarReader(tar)
 
     def save_tar(self, path: Path) -> None:
         """The uncompressed tar (checked as by `open_tar`) written to the new file `path`."""

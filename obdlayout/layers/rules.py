@@ -64,11 +64,11 @@ class _Rules(Generic[N]):
         # Directories already resolved, by path: tar entries come directory by directory.
         self._resolved: dict[tuple[bytes, ...], N] = {}
 
-    def _remove(self, parent: N, name: bytes) -> None:
-        node = self.tree.lookup(parent, name)
+    def _remove(self, parent: N, name: bytes, node: N) -> None:
+        """Remove `node`, which is `name` in `parent`."""
         # Only a directory or a symlink can lie on the way to a resolved directory: removing anything else
         # keeps them all (a layer replacing the files below it removes a file for every entry).
-        on_paths = node is None or self.tree.kind(node) in (stat.S_IFDIR, stat.S_IFLNK)
+        on_paths = self.tree.kind(node) in (stat.S_IFDIR, stat.S_IFLNK)
         self.tree.remove(parent, name)
         if on_paths:
             self._resolved.clear()
@@ -115,7 +115,7 @@ class _Rules(Generic[N]):
             if existing == target:  # a hard link to itself
                 self.created.add((parent, base))
                 return
-            self._remove(parent, base)
+            self._remove(parent, base, existing)
             if target is not None:
                 target = self._link_target(member)  # the replaced path may have held the target
         node = self._create(tar, member, parent, base, stamp, target)
@@ -133,8 +133,9 @@ class _Rules(Generic[N]):
             self._clear_lower(parent)
             return
         name = base[len(WHITEOUT_PREFIX) :]
-        if self.tree.lookup(parent, name) is not None and (parent, name) not in self.created:
-            self._remove(parent, name)
+        node = self.tree.lookup(parent, name)
+        if node is not None and (parent, name) not in self.created:
+            self._remove(parent, name, node)
 
     def _clear_lower(self, directory: N) -> None:
         """Everything below `directory` that this layer did not put there goes (an opaque directory).
@@ -147,11 +148,13 @@ class _Rules(Generic[N]):
         while pending:
             current = pending.pop()
             for child in tree.children(current):
-                if (current, child) not in self.created:
-                    self._remove(current, child)
-                    continue
                 node = tree.lookup(current, child)
-                if node is not None and tree.kind(node) == stat.S_IFDIR:
+                if node is None:
+                    continue
+                if (current, child) not in self.created:
+                    self._remove(current, child, node)
+                    continue
+                if tree.kind(node) == stat.S_IFDIR:
                     pending.append(node)
 
     def _link_target(self, member: TarEntry) -> N:
