@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import OCI_LAYER_GZIP
 from obdlayout.tar.reader import EntryCursor, TarReader
 from obdlayout.tar.relay import FRAME_DATA, FRAME_ENTRIES
-from obdlayout.tar.ring import RING_BYTES
+from obdlayout.tar.ring import RING_BYTES, Ring
 from obdlayout.tar.ustar import TarFormatError
 
 from .oci_layouts import LayoutBuilder, sha256
@@ -115,3 +116,25 @@ def test_a_spooled_tar_file_is_relayed_as_its_reader_reads_it(tmp_path: Path) ->
         relayed = _read(entries, 4096 + 7)
     assert relayed == _read(TarReader(io.BytesIO(tar)), 4096 + 7)
     assert len(relayed) == len(FILES)
+
+
+def test_a_writer_waiting_on_a_full_ring_is_woken_once_a_quarter_is_free() -> None:
+    ring = Ring(1000)
+    try:
+        ring.write(bytes(1000))
+        woken = threading.Event()
+
+        def wait() -> None:
+            ring.wait_for_room(10)
+            woken.set()
+
+        writer = threading.Thread(target=wait)
+        writer.start()
+        ring.release(200)  # room for the 10 bytes, but not yet the quarter a full ring waits for
+        assert not woken.wait(0.2)
+        ring.release(250)
+        assert woken.wait(10)
+        writer.join()
+        assert ring.room(250) and not ring.room(251)
+    finally:
+        ring.close()

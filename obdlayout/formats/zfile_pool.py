@@ -18,6 +18,11 @@ from ..lifetime import die_with_parent
 from .crc import BLOCK_CRC_SEED, raw_crc32c
 from .zfile_layout import BLOCK_SLACK, CRC_STRUCT, JUMP_ENTRY, Algorithm, BlockCodec
 
+# Batches in flight per worker. On a machine whose cores are all busy (the layer's decompressing process,
+# this writer, the workers), a worker may wait for a core; the writer runs on meanwhile until every slot is
+# taken, so a deeper queue keeps it from stopping for the workers.
+SLOTS_PER_WORKER = 4
+
 
 def output_capacity(batch_bytes: int, block_size: int) -> int:
     """Room for a batch's compressed blocks: §3.4 caps each at block_size + 512, plus its CRC."""
@@ -77,7 +82,7 @@ class CompressorPool:
     def __init__(self, algo: Algorithm, block_size: int, batch_bytes: int, workers: int) -> None:
         ctx = get_context("fork")  # workers need only what this module holds; no re-import of __main__
         self._batch = batch_bytes
-        self._slots = 2 * workers
+        self._slots = SLOTS_PER_WORKER * workers
         self._capacity = output_capacity(batch_bytes, block_size)
         self._inputs = mmap.mmap(-1, self._slots * batch_bytes)
         self._outputs = mmap.mmap(-1, self._slots * self._capacity)

@@ -27,7 +27,7 @@ from .zfile_layout import (
 from .zfile_pool import CompressorPool, compress_into, output_capacity
 
 # Work is handed out about 1 MiB of input at a time: large enough to amortise the hand-off,
-# small enough to keep memory bounded (two batches per worker).
+# small enough to keep memory bounded (zfile_pool.SLOTS_PER_WORKER batches per worker).
 BATCH_BYTES = MiB
 
 

@@ -7,8 +7,10 @@ Here the writer copies the bytes once into a ring of RING_BYTES, the reader copi
 Positions are absolute byte counts (the ring offset is the position modulo the size). The writer (the
 child) writes in order and says, by other means (tar/relay.py's frames), how many bytes each piece holds;
 the reader takes them in the same order and releases what it has taken. The writer waits for room when
-the ring is full: it sets a flag in the shared header and sleeps on a pipe, which the reader writes a byte
-to when it releases room while the flag is set (the short timeout covers a wake-up lost between the two).
+the ring is full: it puts in the shared header the position the reader must release, and sleeps on a pipe,
+which the reader writes a byte to when its release reaches that position (the short timeout covers a
+wake-up lost between the two). A full ring is refilled a quarter at a time, not a piece at a time: waking
+the writer for each small file the reader takes would cost both processes a context switch per file.
 """
 
 import mmap
@@ -20,9 +22,10 @@ from contextlib import suppress
 from ..units import MiB
 
 RING_BYTES = 64 * MiB
-_HEADER = struct.Struct("<QQ")  # released position (the reader's); 1 while the writer waits for room
+_HEADER = struct.Struct("<QQ")  # released position (the reader's); the one the writer waits for, or 0
 _RELEASED = 0
-_WAITING = 8
+_WANTED = 8
+REFILL_SHARE = 4  # a writer that finds the ring full waits until this share of it is free
 _POSITION = struct.Struct("<Q")
 _WAIT_SECONDS = 0.01
 
@@ -56,13 +59,15 @@ class Ring:
         """Sleep until `size` more bytes fit (the reader must be taking what was announced to it)."""
         if size > self.size:
             raise ValueError(f"{size} bytes do not fit a ring of {self.size}")
-        while not self.room(size):
-            _POSITION.pack_into(self._map, _WAITING, 1)
-            if not self.room(size):
-                select.select([self._wake_read], [], [], _WAIT_SECONDS)
-                with suppress(BlockingIOError):
-                    os.read(self._wake_read, 4096)
-        _POSITION.pack_into(self._map, _WAITING, 0)
+        if self.room(size):
+            return
+        wanted = self._written + max(size, self.size // REFILL_SHARE) - self.size
+        _POSITION.pack_into(self._map, _WANTED, wanted)
+        while self._released() < wanted:
+            select.select([self._wake_read], [], [], _WAIT_SECONDS)
+            with suppress(BlockingIOError):
+                os.read(self._wake_read, 4096)
+        _POSITION.pack_into(self._map, _WANTED, 0)
 
     def write(self, data: bytes | memoryview) -> None:
         """Append `data`; there must be room for it (`room`)."""
@@ -86,7 +91,8 @@ class Ring:
     def release(self, position: int) -> None:
         """Everything before `position` is taken: the writer may reuse it."""
         _POSITION.pack_into(self._map, _RELEASED, position)
-        if _POSITION.unpack_from(self._map, _WAITING)[0]:
+        wanted = _POSITION.unpack_from(self._map, _WANTED)[0]
+        if wanted and position >= wanted:
             with suppress(BlockingIOError):
                 os.write(self._wake_write, b"\0")
 
