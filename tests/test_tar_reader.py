@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fixtures.make_layers import LayerWriter
 from obdlayout.layers.tree import FileContent
 from obdlayout.tar.reader import TarReader, _pax_time
-from obdlayout.tar.ustar import BLOCK, TarFormatError, byte_sum, parse_number
+from obdlayout.tar.ustar import BLOCK, TarFormatError, _parse_any_number, byte_sum, parse_number
 
 
 def _entries_via_tarfile(data: bytes) -> list[tuple[object, ...]]:
@@ -79,6 +79,24 @@ def test_pax_mtime_keeps_nanoseconds_and_base256_numbers_parse() -> None:
     assert parse_number(b"\x80" + (4_000_000_000).to_bytes(11, "big")) == 4_000_000_000
     assert parse_number(b"\xff" * 12) == -1
     assert parse_number(b"0000644\x00") == 0o644
+
+
+_NUMBER_BYTES = st.sampled_from(b"01234567 \x00\x80\xff_+-89xo\t")
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.binary(max_size=12), st.lists(_NUMBER_BYTES, max_size=12).map(bytes)))
+def test_the_quick_number_parse_agrees_with_the_general_one(raw: bytes) -> None:
+    """parse_number's one-call path for the usual octal fields gives what the general parse gives, or its error."""
+    try:
+        expected: int | str = _parse_any_number(raw)
+    except TarFormatError as exc:
+        expected = str(exc)
+    try:
+        got: int | str = parse_number(raw)
+    except TarFormatError as exc:
+        got = str(exc)
+    assert got == expected
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,15 @@ def cstring(raw: bytes) -> bytes:
 
 def parse_number(raw: bytes) -> int:
     """An octal field, or GNU base-256 (first byte 0x80, or 0xff for negative). TarFormatError if neither."""
+    try:
+        # The usual form (digits, then NULs or spaces) in one call: ten fields a header, two headers an entry.
+        # Whatever int() takes here, the general form below takes the same way.
+        return int(raw.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        return _parse_any_number(raw)
+
+
+def _parse_any_number(raw: bytes) -> int:
     if raw and raw[0] in (_BASE256_POSITIVE, _BASE256_NEGATIVE):
         value = int.from_bytes(raw[1:], "big")
         return value - (1 << (8 * len(raw) - 8)) if raw[0] == _BASE256_NEGATIVE else value
@@ -74,7 +83,7 @@ def parse_number(raw: bytes) -> int:
 
 def checksum_ok(block: bytes) -> bool:
     """The stored checksum matches the unsigned or the (historic) signed byte sum."""
-    chk = field(block, CHKSUM)
+    chk = block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]]
     try:
         stored = parse_number(chk)
     except TarFormatError:
