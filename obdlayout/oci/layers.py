@@ -189,9 +189,15 @@ class _ChildStream(io.RawIOBase):
     run in a process of their own, on another core. An error in the child is raised at the read that finds
     the stream's end. The child dies with its reader: its next write to the closed pipe fails, and Linux's
     parent-death signal ends it if it was waiting elsewhere.
+
+    With `read_ahead`, a thread empties the pipe ahead of the reader (a stream of all the layer's bytes);
+    without, the reader reads the pipe itself: for a stream of small frames, which the pipe holds enough of,
+    a thread would only contend with the reader for the GIL.
     """
 
-    def __init__(self, produce: Callable[[BinaryIO], None], progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, produce: Callable[[BinaryIO], None], progress: Callable[[int], None] | None, read_ahead: bool = True
+    ) -> None:
         super().__init__()
         data_read, data_write = os.pipe()
         status_read, status_write = os.pipe()
@@ -214,8 +220,12 @@ class _ChildStream(io.RawIOBase):
         self._chunk = b""
         self._pos = 0
         self._stop = threading.Event()
-        self._drainer = threading.Thread(target=self._drain, name="layer-pipe", daemon=True)
-        self._drainer.start()
+        self._drainer: threading.Thread | None = None
+        self._next_chunk: Callable[[], bytes] = partial(os.read, data_read, STREAM_CHUNK)
+        if read_ahead:
+            self._drainer = threading.Thread(target=self._drain, name="layer-pipe", daemon=True)
+            self._drainer.start()
+            self._next_chunk = self._chunks.get
 
     def _drain(self) -> None:
         """Empty the pipe as fast as the child fills it, up to READ_AHEAD_CHUNKS ahead of the consumer: the
@@ -238,7 +248,7 @@ class _ChildStream(io.RawIOBase):
         if self._pos >= len(self._chunk):
             if self._ended:
                 return 0
-            self._chunk, self._pos = self._chunks.get(), 0
+            self._chunk, self._pos = self._next_chunk(), 0
             if not self._chunk:
                 self._ended = True
                 self._reap()
@@ -270,7 +280,8 @@ class _ChildStream(io.RawIOBase):
                 os.kill(self._pid, signal.SIGKILL)
                 os.waitpid(self._pid, 0)
                 self._pid = 0
-            self._drainer.join()
+            if self._drainer is not None:
+                self._drainer.join()
             os.close(self._fd)
             os.close(self._status)
         super().close()
@@ -415,7 +426,7 @@ def _relayed(
     """The entries a child process running `producer`'s function relays (their data through a ring)."""
     ring = Ring(ring_bytes)
     try:
-        child = _ChildStream(producer(_relay_tar(ring)), None)
+        child = _ChildStream(producer(_relay_tar(ring)), None, read_ahead=False)
         try:
             entries = RelayedEntries(io.BufferedReader(child, STREAM_CHUNK), ring, progress)
             yield entries
