@@ -1,10 +1,13 @@
 """Writer rules stated by overlaybd-formats.md, checked on the bytes with an independent decoder."""
 
+import hashlib
 import io
+import itertools
 import struct
 from contextlib import ExitStack
 from pathlib import Path
 
+import lz4.block
 import pytest
 
 from obdlayout.formats.blob import open_stack
@@ -133,3 +136,34 @@ def test_unordered_layer_rejects_overlaps() -> None:
     writer.write_data(4096, bytes(8192))
     with pytest.raises(ValueError, match="overlap"):
         writer.close()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_zfile_written_in_uneven_pieces_holds_the_data_whatever_the_workers(jobs: int) -> None:
+    """Pieces smaller and larger than a batch, across more batches than the pool has slots: the same bytes
+    as one write in this process, and every block decodes (by lz4 itself) to the data in order."""
+    data = b"".join(hashlib.sha256(i.to_bytes(4, "little")).digest() * (i % 97 + 1) for i in range(8000))
+    assert len(data) > 11 * MiB
+    out = io.BytesIO()
+    writer = ZFileWriter(out, algorithm=Algorithm.LZ4, jobs=jobs)
+    sizes = itertools.cycle([1, 4095, MiB + 17, 3, 3 * MiB, 2 * MiB - 1, 512])
+    pos = 0
+    while pos < len(data):
+        size = next(sizes)
+        assert writer.write(memoryview(data)[pos : pos + size]) == len(data[pos : pos + size])
+        pos += size
+    writer.close()
+    single = io.BytesIO()
+    one = ZFileWriter(single, algorithm=Algorithm.LZ4, jobs=1)
+    one.write(data)
+    one.close()
+    blob = out.getvalue()
+    assert blob == single.getvalue()
+    index_offset, count = struct.unpack_from("<QQ", blob, 40)
+    lengths = struct.unpack_from(f"<{count}I", blob, index_offset)
+    decoded, at = [], 512
+    for number, length in enumerate(lengths):
+        size = min(4096, len(data) - number * 4096)
+        decoded.append(lz4.block.decompress(blob[at : at + length - 4], uncompressed_size=size))
+        at += length
+    assert b"".join(decoded) == data

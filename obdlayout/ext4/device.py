@@ -54,11 +54,7 @@ class BlockDevice:
 
     def write_data(self, block: int, data: bytes | bytearray | memoryview) -> None:
         """File data for blocks starting at `block`; a short tail is padded with zeros."""
-        out = self._writable()
-        tail = -len(data) % BLOCK_SIZE
-        if tail:
-            data = bytes(data) + bytes(tail)
-        out.write_data(block * BLOCK_SIZE, data)
+        self._writable().write_data(block * BLOCK_SIZE, data, padding=-len(data) % BLOCK_SIZE)
 
     def map_target(self, block: int, length: int, target_offset: int) -> None:
         """File data for blocks starting at `block`: `length` bytes (whole sectors) of the warp layer's target,

@@ -99,9 +99,12 @@ class LsmtWriter:
         self._run: list[int] | None = None
         self._summary: LsmtSummary | None = None
 
-    def write_data(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        sector, count = self._claim(offset, len(data))
+    def write_data(self, offset: int, data: bytes | bytearray | memoryview, padding: int = 0) -> None:
+        """`data` at `offset`, followed by `padding` zero bytes (written as they are, not as a zeroed range)."""
+        sector, count = self._claim(offset, len(data) + padding)
         self._sink.write(data)
+        if padding:
+            self._sink.write(bytes(padding))
         done = 0
         while done < count:
             piece = min(COPY_CHUNK_SECTORS, count - done)

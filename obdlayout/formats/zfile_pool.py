@@ -8,7 +8,7 @@ live in anonymous shared mappings inherited by forked workers; only slot numbers
 import mmap
 import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
@@ -76,20 +76,27 @@ def _work(
             results.put((slot, 0, b"", f"{type(exc).__name__}: {exc}"))
 
 
-class CompressorPool:
-    """`workers` forked processes; batches go in with `submit` and come out, in order, from `completed`."""
+Store = Callable[[memoryview, bytes], None]  # told each compressed batch, in order, with its jump lengths
 
-    def __init__(self, algo: Algorithm, block_size: int, batch_bytes: int, workers: int) -> None:
+
+class CompressorPool:
+    """`workers` forked processes. The writer fills `buffer` (shared memory) and `submit`s it; `store` is told
+    the compressed batches in order, each before its slot is reused."""
+
+    def __init__(self, algo: Algorithm, block_size: int, batch_bytes: int, workers: int, store: Store) -> None:
         ctx = get_context("fork")  # workers need only what this module holds; no re-import of __main__
         self._batch = batch_bytes
         self._slots = SLOTS_PER_WORKER * workers
         self._capacity = output_capacity(batch_bytes, block_size)
         self._inputs = mmap.mmap(-1, self._slots * batch_bytes)
         self._outputs = mmap.mmap(-1, self._slots * self._capacity)
+        self._in_view = memoryview(self._inputs)
         self._out_view = memoryview(self._outputs)
+        self._store = store
         self._tasks: SimpleQueue[Task | None] = ctx.SimpleQueue()
         self._results: SimpleQueue[Result] = ctx.SimpleQueue()
         self._free = list(range(self._slots))
+        self._filling = self._free.pop()  # the slot `buffer` shows
         self._next_seq = 0  # sequence number of the next batch submitted
         self._next_out = 0  # sequence number of the next batch to hand back
         self._seq_of_slot: dict[int, int] = {}
@@ -102,23 +109,26 @@ class CompressorPool:
         for proc in self._procs:
             proc.start()
 
-    def submit(self, data: memoryview) -> Iterator[tuple[memoryview, bytes]]:
-        """Queue one batch; yields finished batches (compressed bytes, jump lengths) that are next in order.
+    @property
+    def buffer(self) -> memoryview:
+        """Where the writer puts the next batch (a whole batch's room); a new one after each `submit`."""
+        return self._in_view[self._filling * self._batch : (self._filling + 1) * self._batch]
 
-        Each yielded view is valid until the next call into the pool.
-        """
-        while not self._free:
-            yield from self._collect(block=True)
-        slot = self._free.pop()
-        self._inputs[slot * self._batch : slot * self._batch + len(data)] = data
+    def submit(self, length: int) -> None:
+        """Queue the first `length` bytes of `buffer` as a batch, and store what has finished."""
+        slot = self._filling
         self._seq_of_slot[slot] = self._next_seq
         self._next_seq += 1
-        self._tasks.put((slot, len(data)))
-        yield from self._collect(block=False)
+        self._tasks.put((slot, length))
+        self._collect(block=False)
+        while not self._free:
+            self._collect(block=True)
+        self._filling = self._free.pop()
 
-    def drain(self) -> Iterator[tuple[memoryview, bytes]]:
+    def drain(self) -> None:
+        """Store every batch submitted."""
         while self._next_out < self._next_seq:
-            yield from self._collect(block=True)
+            self._collect(block=True)
 
     def close(self) -> None:
         for _ in self._procs:
@@ -134,12 +144,14 @@ class CompressorPool:
         self._release()
 
     def _release(self) -> None:
+        self._in_view.release()
         self._out_view.release()
-        self._inputs.close()
-        with suppress(BufferError):  # a batch view handed out is still held (by a traceback): freed with it
+        with suppress(BufferError):  # a view handed out is still held (by a traceback): freed with it
+            self._inputs.close()
+        with suppress(BufferError):
             self._outputs.close()
 
-    def _collect(self, block: bool) -> Iterator[tuple[memoryview, bytes]]:
+    def _collect(self, block: bool) -> None:
         while block or not self._results.empty():
             slot, used, lengths, error = self._results.get()
             if error:
@@ -149,5 +161,6 @@ class CompressorPool:
             while self._next_out in self._done:
                 slot, used, lengths = self._done.pop(self._next_out)
                 self._next_out += 1
-                yield self._out_view[slot * self._capacity : slot * self._capacity + used], lengths
+                with self._out_view[slot * self._capacity : slot * self._capacity + used] as compressed:
+                    self._store(compressed, lengths)
                 self._free.append(slot)

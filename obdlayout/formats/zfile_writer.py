@@ -1,12 +1,14 @@
 """Streaming ZFile writer, as `overlaybd-commit -z` writes (overlaybd-formats.md §3.1-§3.5, §3.7).
 
 Input is cut into batches of whole blocks, compressed in this process or, with `jobs` > 1, by a pool
-of worker processes (zfile_pool.py). Each block is compressed on its own and batches are written in
-input order, so the output is the same bytes whatever the number of workers.
+of worker processes (zfile_pool.py), into whose shared memory the input is copied as it comes. Each block
+is compressed on its own and batches are written in input order, so the output is the same bytes whatever
+the number of workers.
 """
 
 import os
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -66,7 +68,8 @@ class ZFileWriter:
         self._pool: CompressorPool | None = None
         self._codec: BlockCodec | None = None
         self._scratch = bytearray()
-        self._pending = bytearray(self._batch_bytes)  # a partial batch: the first `_fill` bytes
+        self._pending = bytearray(self._batch_bytes)  # the batch being filled, until there is a pool
+        self._batch = memoryview(self._pending)  # the batch being filled: its first `_fill` bytes
         self._fill = 0
         self._lengths = array(JUMP_ENTRY)
         self._position = HT_SIZE  # bytes written, relative to the ZFile's start
@@ -82,36 +85,29 @@ class ZFileWriter:
             size = len(view)
             self._original += size
             start = 0
-            if self._fill:  # top up the partial batch left by earlier writes
-                start = min(size, batch - self._fill)
-                self._pending[self._fill : self._fill + start] = view[:start]
-                self._fill += start
+            while start < size:
+                if not self._fill and size - start >= batch and self._jobs == 1:
+                    # Compressed straight from the caller's buffer, without copying it first.
+                    self._compress_here(view[start : start + batch])
+                    start += batch
+                    continue
+                take = min(size - start, batch - self._fill)
+                self._batch[self._fill : self._fill + take] = view[start : start + take]
+                self._fill += take
+                start += take
                 if self._fill == batch:
-                    with memoryview(self._pending) as pending:
-                        self._compress(pending, last=False)
-                    self._fill = 0
-            # Whole batches straight from the caller's buffer, without copying them first.
-            while size - start >= batch:
-                self._compress(view[start : start + batch], last=False)
-                start += batch
-            rest = size - start
-            self._pending[self._fill : self._fill + rest] = view[start:]
-            self._fill += rest
+                    self._compress(last=False)
         return size
 
     def close(self) -> ZFileSummary:
         if self._summary is not None:
             return self._summary
         try:
-            with memoryview(self._pending) as view:
-                self._compress(view[: self._fill], last=True)
-            self._fill = 0
+            self._compress(last=True)
         except BaseException:
             self.abort()
             raise
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._close_pool(CompressorPool.close)
         table = self._lengths.tobytes()
         index_offset = self._position
         index_crc = raw_crc32c(table)
@@ -127,8 +123,13 @@ class ZFileWriter:
 
     def abort(self) -> None:
         """Stop the workers without finishing the file (after an error upstream)."""
+        self._close_pool(CompressorPool.terminate)
+
+    def _close_pool(self, end: Callable[[CompressorPool], None]) -> None:
         if self._pool is not None:
-            self._pool.terminate()
+            self._batch.release()  # a view of the pool's memory, which `end` unmaps
+            self._batch = memoryview(self._pending)
+            end(self._pool)
             self._pool = None
 
     def _header(self, flags: int, index_offset: int, index_crc: int) -> HeaderTrailer:
@@ -143,22 +144,26 @@ class ZFileWriter:
             verify=True,
         )
 
-    def _compress(self, batch: memoryview, last: bool) -> None:
-        """Compress one batch (the last may be short or empty), writing out whatever is finished in order."""
+    def _compress(self, last: bool) -> None:
+        """Compress the batch being filled (the last may be short or empty), writing out whatever is finished
+        in order."""
+        fill, self._fill = self._fill, 0
         if self._jobs > 1 and (self._pool is not None or not last):
-            # Started at the first full batch, so that small files never pay for forking workers.
             if self._pool is None:
-                self._pool = CompressorPool(self._algo, self._block_size, self._batch_bytes, self._jobs)
-            # Each finished batch must be stored before the pool is resumed: its slot is then reused.
-            if batch:
-                for blob, lengths in self._pool.submit(batch):
-                    self._store(blob, lengths)
+                # Started at the first full batch, so that small files never pay for forking workers.
+                self._pool = CompressorPool(self._algo, self._block_size, self._batch_bytes, self._jobs, self._store)
+                self._pool.buffer[:fill] = self._batch[:fill]
+            if fill:
+                self._pool.submit(fill)
+            self._batch.release()
+            self._batch = self._pool.buffer
             if last:
-                for blob, lengths in self._pool.drain():
-                    self._store(blob, lengths)
+                self._pool.drain()
             return
-        if not batch:
-            return
+        if fill:
+            self._compress_here(self._batch[:fill])
+
+    def _compress_here(self, batch: memoryview) -> None:
         if self._codec is None:
             self._codec = BlockCodec(self._algo)
             self._scratch = bytearray(output_capacity(self._batch_bytes, self._block_size))
