@@ -42,13 +42,15 @@ def _tar(files: list[tuple[str, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def _read(entries: EntryCursor, piece: int) -> list[tuple[bytes, int, str]]:
-    """Each entry's name, data offset and content digest, its bytes read `piece` at a time."""
+def _read(entries: EntryCursor, piece: int, views: bool = False) -> list[tuple[bytes, int, str]]:
+    """Each entry's name, data offset and content digest, its bytes read `piece` at a time (as views, each
+    taken in before the next read, with `views`)."""
     out = []
+    read = entries.read_view if views else entries.read_at
     for entry in entries:
         digest = hashlib.sha256()
         for offset in range(0, entry.size, piece):
-            digest.update(entries.read_at(offset, min(piece, entry.size - offset)))
+            digest.update(read(offset, min(piece, entry.size - offset)))
         out.append((entry.name, entry.data_offset, digest.hexdigest()))
     return out
 
@@ -60,17 +62,19 @@ FILES = [(f"small/{i}", bytes([i % 251]) * (i % 700)) for i in range(FRAME_ENTRI
 ]
 
 
+@pytest.mark.parametrize("views", [False, True], ids=["copies", "views"])
 @pytest.mark.parametrize(
     ("piece", "ring"), [(1 << 20, RING_BYTES), (4096 + 7, RING_BYTES), (1 << 20, 5000), (4096 + 7, 65536 + 3)]
 )
-def test_relayed_entries_equal_the_readers(tmp_path: Path, piece: int, ring: int) -> None:
-    """Read in even and uneven pieces; through the full ring, and through rings far smaller than the data,
-    which the writer fills and waits on, and whose data wraps around inside pieces."""
+def test_relayed_entries_equal_the_readers(tmp_path: Path, piece: int, ring: int, views: bool) -> None:
+    """Read in even and uneven pieces, as copies or as views of the ring; through the full ring, and through
+    rings far smaller than the data, which the writer fills and waits on, and whose data wraps around inside
+    pieces."""
     tar = _tar(FILES)
     layout, layer = _layer(tmp_path, tar)
     progress: list[int] = []
     with open_entries(layout, layer, sha256(tar), progress.append, ring) as entries:
-        relayed = _read(entries, piece)
+        relayed = _read(entries, piece, views)
     assert relayed == _read(TarReader(io.BytesIO(tar)), piece)
     assert len(relayed) == len(FILES)
     assert progress == sorted(progress) and len(tar) - 10240 <= progress[-1] <= len(tar)
@@ -138,3 +142,13 @@ def test_a_writer_waiting_on_a_full_ring_is_woken_once_a_quarter_is_free() -> No
         assert ring.room(250) and not ring.room(251)
     finally:
         ring.close()
+
+
+def test_a_piece_lying_whole_in_the_ring_is_lent_not_copied(tmp_path: Path) -> None:
+    tar = _tar([("data", bytes(range(256)) * 64)])
+    layout, layer = _layer(tmp_path, tar)
+    with open_entries(layout, layer, sha256(tar)) as entries:
+        for _ in entries:
+            first = entries.read_view(0, 4096)
+            assert isinstance(first, memoryview) and bytes(first) == bytes(range(256)) * 16
+            assert isinstance(entries.read_at(4096, 4096), bytes)

@@ -179,7 +179,7 @@ class _Rules(Generic[N]):
         if member.is_regular:
             self.stats.files += 1
             self.stats.file_bytes += member.size
-            content = FileContent(member.size, member.sparse, tar.read_at, member.data_offset)
+            content = FileContent(member.size, member.sparse, tar.read_view, member.data_offset)
             return tree.create_file(parent, base, stamp, content)
         if member.type == SYMLINK:
             return tree.symlink(parent, base, member.linkname, stamp)

@@ -28,7 +28,8 @@ class Stamp:
 # Linux gives every symlink all permissions (lchmod cannot change them): a tar's mode for one is not kept.
 SYMLINK_PERMISSIONS = 0o777
 
-Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes; offsets never decrease
+# (offset, length) -> the bytes, which may be a view valid only until the next read; offsets never decrease
+Reader = Callable[[int, int], bytes | memoryview]
 
 
 @dataclass(frozen=True, slots=True)

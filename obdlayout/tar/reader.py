@@ -10,9 +10,9 @@ sparse 'S' headers, PAX sparse versions 0.0, 0.1 and 1.0).
 import re
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from ..units import STREAM_CHUNK, MiB
 from .ustar import (
@@ -78,6 +78,7 @@ _MAX_EXTENSION = 16 * MiB  # a PAX or long-name block larger than this is not a 
 MAX_SPARSE_REGIONS = 1_000_000
 XATTR_PREFIX = b"SCHILY.xattr."
 _PAX_TIME = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
+Data = TypeVar("Data", bound=bytes | memoryview)
 
 
 @dataclass
@@ -161,8 +162,8 @@ class EntryCursor(ABC):
     """Entries of a layer tar, in order, with the current regular file's bytes read through `read_at`.
 
     A subclass yields the entries (each set as `_entry` by `_begin`) and gives the current entry's stored
-    bytes, forward only (`_take`, `_skip_data`); the logical reads, with the holes of sparse files, are
-    worked out here once.
+    bytes, forward only (`_take`, `_skip_data`, and `_take_view` if it can lend them); the logical reads,
+    with the holes of sparse files, are worked out here once.
     """
 
     def __init__(self) -> None:
@@ -183,6 +184,10 @@ class EntryCursor(ABC):
     def _skip_data(self, size: int) -> None:
         """Pass over the current entry's next `size` stored bytes."""
 
+    def _take_view(self, size: int) -> bytes | memoryview:
+        """As `_take`, or a view of the bytes valid until the next read."""
+        return self._take(size)
+
     def _begin(self, entry: TarEntry | None) -> None:
         self._sparse_pos = 0  # logical offset reached in the current entry
         self._region = 0  # first sparse region not yet wholly read
@@ -193,6 +198,14 @@ class EntryCursor(ABC):
 
         Holes of sparse files read as zeros.
         """
+        return self._read_logical(offset, length, self._take)
+
+    def read_view(self, offset: int, length: int) -> bytes | memoryview:
+        """What `read_at` gives, possibly as a view valid only until the next read or entry: for a caller that
+        copies the bytes on at once, one copy fewer."""
+        return self._read_logical(offset, length, self._take_view)
+
+    def _read_logical(self, offset: int, length: int, take: Callable[[int], Data]) -> Data | bytes:
         entry = self._entry
         if entry is None or not entry.is_regular:
             raise TarFormatError("no regular file to read")
@@ -200,10 +213,10 @@ class EntryCursor(ABC):
             raise ValueError("tar data can only be read forward")
         if entry.sparse is None:
             self._skip_data(offset - self._sparse_pos)
-            data = self._take(min(length, entry.size - offset))
+            data = take(min(length, entry.size - offset))
             self._sparse_pos = offset + len(data)
             return data
-        parts = []
+        parts: list[bytes | memoryview] = []
         pos = offset
         end = min(offset + length, entry.size)
         regions = entry.sparse
@@ -219,9 +232,9 @@ class EntryCursor(ABC):
             if start > pos:
                 parts.append(bytes(start - pos))
                 pos = start
-            take = min(end, start + size) - pos
-            parts.append(self._take(take))
-            pos += take
+            count = min(end, start + size) - pos
+            parts.append(take(count))
+            pos += count
         if pos < end:
             parts.append(bytes(end - pos))
         self._sparse_pos = end

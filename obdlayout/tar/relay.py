@@ -150,6 +150,22 @@ class RelayedEntries(EntryCursor):
         parts = self._stored(size, keep=True)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def _take_view(self, size: int) -> bytes | memoryview:
+        """The bytes in the ring itself when they lie in one piece there: released at the next read."""
+        items = self._items
+        if not size or not items or isinstance(items[0], TarEntry) or items[0] - self._pos < size:
+            return self._take(size)
+        view = self._ring.view(self._ring_pos, size)
+        if view is None:
+            return self._take(size)
+        self._ring.release(self._ring_pos)  # what came before this piece
+        self._pos += size
+        self._ring_pos += size
+        if self._pos == items[0]:
+            items.popleft()
+            self._pos = 0
+        return view
+
     def _skip_data(self, size: int) -> None:
         self._stored(size, keep=False)
 

@@ -44,7 +44,8 @@ class Ring:
 
     def close(self) -> None:
         self._data.release()
-        self._map.close()
+        with suppress(BufferError):  # a view lent out is still held (by a traceback): unmapped with it
+            self._map.close()
         for fd in (self._wake_read, self._wake_write):
             with suppress(OSError):
                 os.close(fd)
@@ -80,6 +81,12 @@ class Ring:
         self._written += size
 
     # -- the reader ---------------------------------------------------------------------------------------
+
+    def view(self, position: int, size: int) -> memoryview | None:
+        """The `size` bytes from `position` in place (None where they wrap around the end); valid until they
+        are released."""
+        start = position % self.size
+        return self._data[start : start + size] if start + size <= self.size else None
 
     def read(self, position: int, size: int) -> bytes:
         """A copy of `size` bytes from `position` (which must not have been released)."""
