@@ -15,6 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from obdlayout.cli.main import cli
+from obdlayout.oci.descriptor import Descriptor
+from obdlayout.oci.layers import EntriesAhead
+from obdlayout.oci.layout import Layout
 
 from .ext4tree import read_tree
 from .oci_layouts import LayoutBuilder, platform
@@ -176,6 +179,40 @@ def _small_source(root: Path, tag: str = "app", files: dict[str, bytes] | None =
     ]
     builder.tag(tag, builder.image(layers, descriptor_extra=platform("linux", "amd64")))
     return builder.save()
+
+
+def test_each_layer_above_the_first_is_started_ahead_and_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one engine reading entries, each layer's decompressing process starts while the layer below is being
+    applied, and that layer's conversion takes it over; the output is the one a second run makes."""
+    builder = LayoutBuilder(tmp_path / "src")
+    contents = [{f"d{n}/f{i}": bytes([n]) * (i * 997) for i in range(40)} for n in range(3)]
+    layers = [builder.layer(files) for files in contents]
+    builder.tag("app", builder.image(layers, descriptor_extra=platform("linux", "amd64")))
+    source = builder.save()
+    started: list[str] = []
+    taken: list[str] = []
+
+    start, take = EntriesAhead.__init__, EntriesAhead.take
+
+    def recorded_start(self: EntriesAhead, layout: Layout, layer: Descriptor, diff_id: str | None = None) -> None:
+        start(self, layout, layer, diff_id)
+        started.append(layer.digest)
+
+    def recorded_take(self: EntriesAhead) -> Any:
+        got = take(self)
+        if got is not None:
+            taken.append(self.layer.digest)
+        return got
+
+    monkeypatch.setattr(EntriesAhead, "__init__", recorded_start)
+    monkeypatch.setattr(EntriesAhead, "take", recorded_take)
+    run(source, tmp_path / "out", "-i", "app", "-o", "obd")
+    assert started == taken == [str(layer["digest"]) for layer in layers[1:]]
+    monkeypatch.undo()
+    run(source, tmp_path / "again", "-i", "app", "-o", "obd")
+    assert tagged(tmp_path / "out", "obd") == tagged(tmp_path / "again", "obd")
 
 
 def test_in_place_conversion_keeps_the_other_tags(tmp_path: Path) -> None:

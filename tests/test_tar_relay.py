@@ -4,6 +4,7 @@ the same entries and bytes as a reader in this process, across frames, with ever
 import gzip
 import hashlib
 import io
+import os
 import tarfile
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from obdlayout.oci.descriptor import Descriptor
 from obdlayout.oci.errors import LayoutError
-from obdlayout.oci.layers import open_entries, open_tar_file_entries
+from obdlayout.oci.layers import EntriesAhead, open_entries, open_tar_file_entries
 from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import OCI_LAYER_GZIP
 from obdlayout.tar.reader import EntryCursor, TarReader
@@ -152,3 +153,61 @@ def test_a_piece_lying_whole_in_the_ring_is_lent_not_copied(tmp_path: Path) -> N
             first = entries.read_view(0, 4096)
             assert isinstance(first, memoryview) and bytes(first) == bytes(range(256)) * 16
             assert isinstance(entries.read_at(4096, 4096), bytes)
+
+
+def _live_children() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def test_entries_started_ahead_are_taken_over_and_tell_when_read(tmp_path: Path) -> None:
+    """The child started ahead fills its ring before anyone reads; open_entries takes it over and gives the
+    same entries, and says once, by the end, that the child has read the whole layer."""
+    tar = _tar(FILES)
+    layout, layer = _layer(tmp_path, tar)
+    before = _live_children()
+    ahead = EntriesAhead(layout, layer, sha256(tar), ring_bytes=65536 + 3)
+    started = _live_children() - before
+    assert len(started) == 1
+    read: list[bool] = []
+    with open_entries(layout, layer, sha256(tar), ahead=ahead, when_read=lambda: read.append(True)) as entries:
+        assert _live_children() - before == started  # no second child: the one started ahead
+        relayed = _read(entries, 4096 + 7)
+    assert read == [True]
+    assert relayed == _read(TarReader(io.BytesIO(tar)), 4096 + 7)
+    assert not _live_children() - before
+    ahead.close()  # taken: nothing left to close
+
+
+def test_entries_started_ahead_for_another_layer_are_not_taken_and_close_ends_their_child(tmp_path: Path) -> None:
+    tar = _tar(FILES[:5])
+    layout, layer = _layer(tmp_path, tar)
+    other = _tar(FILES)
+    other_layout, other_layer = _layer(tmp_path / "other", other)
+    before = _live_children()
+    ahead = EntriesAhead(other_layout, other_layer, sha256(other), ring_bytes=65536 + 3)  # too small: it waits
+    with open_entries(layout, layer, sha256(tar), ahead=ahead) as entries:
+        assert [e.name for e in entries] == [name.encode() for name, _ in FILES[:5]]
+    assert len(_live_children() - before) == 1  # not taken: still waiting for its reader
+    ahead.close()
+    assert not _live_children() - before
+
+
+def test_a_bad_layer_started_ahead_fails_when_its_entries_are_read(tmp_path: Path) -> None:
+    tar = _tar(FILES[:3])
+    layout, layer = _layer(tmp_path, tar)
+    wrong = sha256(b"other")
+    ahead = EntriesAhead(layout, layer, wrong)
+    with (
+        pytest.raises(LayoutError, match="uncompressed layer has DiffID"),
+        open_entries(layout, layer, wrong, ahead=ahead) as entries,
+    ):
+        assert [e.name for e in entries] == [name.encode() for name, _ in FILES[:3]]

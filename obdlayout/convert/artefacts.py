@@ -10,7 +10,14 @@ from typing import Any, BinaryIO
 
 from ..formats.blob import StackLayer
 from ..oci.digest import BlobRef
-from ..oci.layers import BlockObserver, open_entries, open_tar_file_entries, open_uncompressed, sniff_blob
+from ..oci.layers import (
+    BlockObserver,
+    EntriesAhead,
+    open_entries,
+    open_tar_file_entries,
+    open_uncompressed,
+    sniff_blob,
+)
 from ..oci.layout import Layout
 from ..oci.mediatypes import Compression
 from ..oci.output import OutputLayer
@@ -37,6 +44,8 @@ class SourceLayer:
     label: str  # names the image and layer in errors
     progress: Callable[[int], None] | None = None  # told the uncompressed bytes read so far
     spool: Spool | None = None
+    ahead: EntriesAhead | None = None  # its entries, if they were started early (open_entries takes them)
+    when_read: Callable[[], None] | None = None  # called when the process reading its entries is done with it
 
     @property
     def blob_path(self) -> Path:
@@ -64,7 +73,10 @@ class SourceLayer:
                 yield entries
             return
         if gzip_observer is None:
-            with open_entries(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress) as entries:
+            with open_entries(
+                self.layout, self.plan.descriptor, self.plan.diff_id, self.progress,
+                ahead=self.ahead, when_read=self.when_read,
+            ) as entries:  # fmt: skip
                 yield entries
             return
         with self.open_tar(gzip_observer) as tar:  # which reads the rest of the stream when its block ends

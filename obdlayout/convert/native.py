@@ -157,6 +157,7 @@ class OverlaybdEngine(Ext4Engine, ABC):
     artifact_type = ARTIFACT_TYPE_OVERLAYBD
     needs_gzip_index = False
     keyed_by_blob = False  # a layer blob is made of the tar alone
+    reads_entries = False
 
     def base_layer(self, work: WorkDir) -> ConvertedLayer | None:
         if self._base is None:
@@ -192,6 +193,7 @@ class NativeExt4Engine(OverlaybdEngine):
     """Overlaybd layers made by our ext4 writer."""
 
     name = "native-ext4"
+    reads_entries = True
 
     def write_commit(self, source: SourceLayer, lowers: Sequence[ConvertedLayer], blob: Path) -> tuple[str, ...]:
         return tuple(write_native_layer(self.options, source, lowers, blob, uuids=True).apply.warnings)

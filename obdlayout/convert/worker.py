@@ -4,7 +4,10 @@ output format, each on that format's results for the layers below.
 A layer is taken, in this order, from the work directory (this destination's earlier runs), from the cache
 (any run, any machine sharing it; cache/cache.py), or else converted: claimed in the cache first, so that
 converters sharing the cache convert it once, and stored there after. With several formats to make, the
-layer is decompressed once, into the work directory, and every engine reads it there (`_spooled`).
+layer is decompressed once, into the work directory, and every engine reads it there (`_spooled`). With one
+engine reading entries, the process decompressing the next layer is started as soon as the one decompressing
+this layer is done (`_read_ahead`): the core it frees is busy again while this layer's last entries are
+applied and its blob is finished.
 """
 
 import hashlib
@@ -24,7 +27,7 @@ from ..errors import ObdlayoutError
 from ..formats.gzindex import GzipIndexBuilder
 from ..lifetime import die_with_parent
 from ..oci.digest import encoded
-from ..oci.layers import open_uncompressed
+from ..oci.layers import EntriesAhead, open_uncompressed
 from ..oci.layout import Layout
 from ..oci.mediatypes import Compression
 from ..oci.plan import ImagePlan, LayerPlan
@@ -131,6 +134,7 @@ def _convert_image(job: ImageJob) -> ImageResult:
         for layer in job.image.layers:
             image.convert(layer)
     finally:
+        image.close()
         if cache is not None:
             cache.close()
     return ImageResult(image.reports, image.converted, cache.problem if cache else None)
@@ -151,6 +155,12 @@ class _Image:
         self.stacks: list[list[ConvertedLayer]] = [[f.base] if f.base else [] for f in formats]
         self.converted: tuple[dict[str, ConvertedLayer], ...] = tuple({} for _ in formats)
         self._blobs = ""
+        self._ahead: EntriesAhead | None = None  # the next layer's entries, started early
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
 
     def _source_blob(self, digest: str) -> Path:
         return self.layout.blob_path(digest).absolute()
@@ -171,13 +181,18 @@ class _Image:
                     origins[i] = CACHED if done[i] is not None else CONVERTED
         missing = [i for i, found in enumerate(done) if found is None]
         tar_bytes = 0
-        if missing:
-            try:
-                tar_bytes = self._make(layer, keys, missing, done, where, label)
-            finally:
-                if self.cache is not None:
-                    for i in missing:
-                        self.cache.release(keys[i])
+        ahead, self._ahead = self._ahead, None
+        try:
+            if missing:
+                try:
+                    tar_bytes = self._make(layer, keys, missing, done, where, label, ahead)
+                finally:
+                    if self.cache is not None:
+                        for i in missing:
+                            self.cache.release(keys[i])
+        finally:
+            if ahead is not None:
+                ahead.close()  # unless the layer's conversion took it
         seconds = time.perf_counter() - start
         finished = [_known(found) for found in done]
         blob_bytes = sum(found.output.ref.size for found in finished)
@@ -195,12 +210,22 @@ class _Image:
             self.converted[i][layer.chain_id] = found
             self.stacks[i].append(found)
 
+    def _read_ahead(self, layer: LayerPlan) -> None:
+        """Start the entries of the layer above `layer`, if one engine will convert it by reading them."""
+        layers, formats = self.job.image.layers, self.job.formats
+        if layer.index + 1 >= len(layers) or len(formats) != 1 or not formats[0].engine.reads_entries:
+            return
+        above = layers[layer.index + 1]
+        key = layer_key(formats[0].engine, above.chain_id, blob_chain(self._blobs, above.descriptor.digest))
+        if self.work.lookup(key) is None:
+            self._ahead = EntriesAhead(self.layout, above.descriptor, above.diff_id)
+
     def _waiting(self, label: str) -> None:
         self.events.send(Message(f"{label}: another converter is making this layer; waiting for it"))
 
     def _make(
         self, layer: LayerPlan, keys: list[str], missing: list[int], done: list[ConvertedLayer | None], where: str,
-        label: str,
+        label: str, ahead: EntriesAhead | None,
     ) -> int:  # fmt: skip
         """Convert the layer in the formats `missing`, into the work directory (and the cache); the tar bytes."""
         formats, work = self.job.formats, self.work
@@ -209,7 +234,8 @@ class _Image:
         try:
             engines = [formats[i].engine for i in missing]
             with _spooled(self.layout, layer, where, work, progress, engines) as spool:
-                source = SourceLayer(self.layout, layer, where, progress, spool)
+                when_read = partial(self._read_ahead, layer) if spool is None else None
+                source = SourceLayer(self.layout, layer, where, progress, spool, ahead, when_read)
                 for i in missing:
                     convert = partial(formats[i].engine.convert, source, tuple(self.stacks[i]))
                     made = work.build(keys[i], convert)

@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import queue
+import select
 import signal
 import threading
 import zlib
@@ -262,6 +263,10 @@ class _ChildStream(io.RawIOBase):
             self._progress(self._total)
         return take
 
+    def produced(self) -> bool:
+        """Whether the child has finished (it reports, then exits): what it wrote may still be unread."""
+        return bool(select.select([self._status], [], [], 0)[0])
+
     def _reap(self) -> None:
         """Wait for the child; raise what it reported."""
         report = b""
@@ -386,6 +391,32 @@ def open_uncompressed(
         child.close()
 
 
+class EntriesAhead:
+    """A layer's relayed entries started before they are wanted: its child process decompresses, checks and
+    parses the layer into its ring (and the pipe) while the layer below is still being applied, then waits for
+    the reader. `open_entries` takes them over; if it never does, `close` ends the child."""
+
+    def __init__(
+        self, layout: Layout, layer: Descriptor, diff_id: str | None = None, ring_bytes: int = RING_BYTES
+    ) -> None:
+        self.layer = layer
+        self.diff_id = diff_id
+        self._ring = Ring(ring_bytes)
+        self._child: _ChildStream | None = _start_relay(partial(_producer, layout, layer, diff_id, None), self._ring)
+
+    def take(self) -> tuple[Ring, _ChildStream] | None:
+        """The ring and the child, once (None after)."""
+        child, self._child = self._child, None
+        return None if child is None else (self._ring, child)
+
+    def close(self) -> None:
+        """End the child and free the ring, unless they were taken."""
+        if self._child is not None:
+            self._child.close()
+            self._child = None
+            self._ring.close()
+
+
 @contextmanager
 def open_entries(
     layout: Layout,
@@ -393,11 +424,19 @@ def open_entries(
     diff_id: str | None = None,
     progress: Callable[[int], None] | None = None,
     ring_bytes: int = RING_BYTES,
+    ahead: EntriesAhead | None = None,
+    when_read: Callable[[], None] | None = None,
 ) -> Iterator[EntryCursor]:
     """The layer's tar entries, parsed in the child process that decompresses it (tar/relay.py; its file data
     comes through a ring of `ring_bytes` of shared memory), with the checks of `open_uncompressed`;
-    `progress` is told the tar bytes parsed so far."""
-    with _relayed(partial(_producer, layout, layer, diff_id, None), progress, ring_bytes) as entries:
+    `progress` is told the tar bytes parsed so far. The child is `ahead`'s if it was started for this layer.
+    `when_read` is called once the child has read the whole layer (its entries may still be unread here): the
+    core it ran on is then free for the next layer's."""
+    started = ahead.take() if ahead is not None and (ahead.layer, ahead.diff_id) == (layer, diff_id) else None
+    if started is None:
+        ring = Ring(ring_bytes)
+        started = ring, _start_relay(partial(_producer, layout, layer, diff_id, None), ring)
+    with _relayed(*started, progress, when_read) as entries:
         yield entries
 
 
@@ -413,25 +452,45 @@ def open_tar_file_entries(path: Path, ring_bytes: int = RING_BYTES) -> Iterator[
 
         return produce
 
-    with _relayed(producer, None, ring_bytes) as entries:
+    ring = Ring(ring_bytes)
+    with _relayed(ring, _start_relay(producer, ring), None, None) as entries:
         yield entries
+
+
+def _start_relay(producer: Callable[[TarConsumer], Callable[[BinaryIO], None]], ring: Ring) -> _ChildStream:
+    """A child process running `producer`'s function, relaying the entries (their data through `ring`)."""
+    try:
+        return _ChildStream(producer(_relay_tar(ring)), None, read_ahead=False)
+    except BaseException:
+        ring.close()
+        raise
 
 
 @contextmanager
 def _relayed(
-    producer: Callable[[TarConsumer], Callable[[BinaryIO], None]],
-    progress: Callable[[int], None] | None,
-    ring_bytes: int,
+    ring: Ring, child: _ChildStream, progress: Callable[[int], None] | None, when_read: Callable[[], None] | None
 ) -> Iterator[EntryCursor]:
-    """The entries a child process running `producer`'s function relays (their data through a ring)."""
-    ring = Ring(ring_bytes)
+    """The entries `child` relays through its pipe and `ring`; both are closed at the end."""
+    read = when_read is None
+
+    def frame_received(parsed: int) -> None:
+        nonlocal read
+        if progress is not None:
+            progress(parsed)
+        if not read and child.produced():
+            read = True
+            assert when_read is not None
+            when_read()
+
     try:
-        child = _ChildStream(producer(_relay_tar(ring)), None, read_ahead=False)
         try:
-            entries = RelayedEntries(io.BufferedReader(child, STREAM_CHUNK), ring, progress)
+            entries = RelayedEntries(io.BufferedReader(child, STREAM_CHUNK), ring, frame_received)
             yield entries
             entries.drain()  # the checks are made at the end of the stream
         finally:
             child.close()
+        if not read:
+            assert when_read is not None
+            when_read()
     finally:
         ring.close()
