@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "bench-out"
@@ -16,8 +17,9 @@ def python_tree() -> Path:
     return Path(sys.base_prefix).resolve()
 
 
-def large_files(limit: int = BIG_FILES_BYTES) -> list[Path]:
-    """The largest regular files under /usr and the Python installation, up to `limit` bytes in all."""
+def large_files(limit: int = BIG_FILES_BYTES, smallest: int = BIG_FILE_MIN) -> list[Path]:
+    """The largest regular files (of at least `smallest` bytes) under /usr and the Python installation, up to
+    `limit` bytes in all."""
     found: list[tuple[int, str]] = []
     for root in sorted({"/usr", str(python_tree()), sys.prefix}):
         for directory, _, names in os.walk(root):
@@ -27,7 +29,7 @@ def large_files(limit: int = BIG_FILES_BYTES) -> list[Path]:
                     stat = os.lstat(path)
                 except OSError:
                     continue
-                if stat.st_size >= BIG_FILE_MIN and os.path.isfile(path) and not os.path.islink(path):
+                if stat.st_size >= smallest and os.path.isfile(path) and not os.path.islink(path):
                     found.append((stat.st_size, path))
     chosen: list[Path] = []
     total = 0
@@ -50,6 +52,28 @@ def tar_of(name: str, paths: list[Path], base: Path | None = None) -> Path:
         for path in paths:
             arcname = str(path.relative_to(base)) if base else str(path).lstrip("/")
             tar.add(path, arcname=arcname)
+    partial.rename(target)
+    return target
+
+
+def derived_tar(name: str, source: Path, rename: Callable[[tarfile.TarInfo], str | None]) -> Path:
+    """A PAX tar of `source`'s members, each under the name `rename` gives it (None leaves it out, and a hard link
+    to a member left out goes too), made once and reused."""
+    target = OUT / f"{name}.tar"
+    if target.exists():
+        return target
+    partial = target.with_suffix(".tar.part")
+    kept: dict[str, str] = {}
+    with tarfile.open(source) as tar, tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as out:
+        for member in tar:
+            new = rename(member)
+            if new is None or (member.islnk() and member.linkname not in kept):
+                continue
+            kept[member.name] = new
+            if member.islnk():
+                member.linkname = kept[member.linkname]
+            member.name = new
+            out.addfile(member, tar.extractfile(member) if member.isreg() else None)
     partial.rename(target)
     return target
 

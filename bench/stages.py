@@ -3,7 +3,8 @@
 Run as its own process (`python -m bench.stages SRC DST OPTIONS...`): it wraps the main process's stages in
 timers and converts as `obdlayout convert SRC DST OPTIONS...` does. Timers are wall seconds in the process that applies
 the layers (the critical path); the helpers (the decompressing and tar-parsing children, the compression
-workers) are reported by their CPU seconds, all together.
+workers) are reported by their CPU seconds, all together. Each layer blob's build is also reported with the CPU
+of every process that worked on it: its helpers are all reaped before the build returns.
 """
 
 import functools
@@ -39,6 +40,28 @@ STAGES: list[tuple[Any, str, str]] = [
 ]
 
 
+def _cpu_seconds() -> float:
+    own, helpers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + helpers.ru_utime + helpers.ru_stime
+
+
+def _per_layer(build: Callable[..., native.LayerResult], layers: list[dict[str, float]]) -> Callable[..., Any]:
+    @functools.wraps(build)
+    def measured(*args: Any, **kwargs: Any) -> native.LayerResult:
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        result = build(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        used = _cpu_seconds() - cpu
+        stats = result.apply
+        layers.append({
+            "entries": stats.entries, "file_mb": round(stats.file_bytes / 1e6, 1), "seconds": round(seconds, 2),
+            "cpu_percent": round(100 * used / seconds),
+        })  # fmt: skip
+        return result
+
+    return measured
+
+
 def _timed(function: Callable[..., Any], stage: str, seconds: dict[str, float]) -> Callable[..., Any]:
     @functools.wraps(function)
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -55,6 +78,8 @@ def measure(source: str, destination: str, options: list[str]) -> dict[str, obje
     seconds: dict[str, float] = dict.fromkeys((stage for _, _, stage in STAGES), 0.0)
     for owner, name, stage in STAGES:
         setattr(owner, name, _timed(getattr(owner, name), stage, seconds))
+    layers: list[dict[str, float]] = []
+    setattr(native, "build_layer", _per_layer(native.build_layer, layers))  # noqa: B010
     # The engine module imported these names before they were wrapped: it is given the timed ones.
     setattr(native, "apply_layer", rules.apply_layer)  # noqa: B010
     setattr(native, "digest_file", digest.digest_file)  # noqa: B010
@@ -72,6 +97,7 @@ def measure(source: str, destination: str, options: list[str]) -> dict[str, obje
         "stages_s": {stage: round(seconds[stage], 2) for _, _, stage in STAGES},
         "main_cpu_s": round(own.ru_utime + own.ru_stime, 2),
         "helpers_cpu_s": round(helpers.ru_utime + helpers.ru_stime, 2),
+        "layers": layers,
     }
 
 
