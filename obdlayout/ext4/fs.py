@@ -92,6 +92,9 @@ class Filesystem:
         )
         self.geo = geo
         self.alloc = Allocator(device, sb, descs, geo)
+        # Read once: every inode read or written looks them up, and neither changes while a layer is applied.
+        self._inodes_count = sb.get("s_inodes_count")
+        self._inode_tables = [desc.inode_table for desc in descs]
         self._inodes: dict[int, Inode] = {}
         self._dirty_inodes: set[int] = set()
         self._dirs: dict[int, Directory] = {}
@@ -149,13 +152,13 @@ class Filesystem:
     # -- inodes ---------------------------------------------------------------------------------
 
     def _location(self, ino: int) -> tuple[int, int]:
-        if not 1 <= ino <= self.sb.get("s_inodes_count"):
+        if not 1 <= ino <= self._inodes_count:
             raise CorruptFilesystem(f"inode number {ino} is out of range")
         group, index = divmod(ino - 1, self.geo.inodes_per_group)
-        if group >= len(self.alloc.descs):
-            raise CorruptFilesystem(f"inode {ino} lies in group {group}; the file system has {len(self.alloc.descs)}")
+        if group >= len(self._inode_tables):
+            raise CorruptFilesystem(f"inode {ino} lies in group {group}; the file system has {len(self._inode_tables)}")
         block, offset = divmod(index * self.geo.inode_size, BLOCK_SIZE)
-        return self.alloc.descs[group].inode_table + block, offset
+        return self._inode_tables[group] + block, offset
 
     def inode(self, ino: int) -> Inode:
         """The inode (cached); call `touch` before changing it."""
