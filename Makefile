@@ -12,7 +12,7 @@ SYSTEM_DEPS := e2fsck:e2fsprogs debugfs:e2fsprogs mke2fs:e2fsprogs skopeo:skopeo
 	docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl mariadbd:mariadb-server \
 	fsck.erofs:erofs-utils
 
-.PHONY: demo test lint bench fuzz system-deps clean
+.PHONY: demo test lint bench fuzz system-deps bytecode clean
 
 system-deps:
 	@bash scripts/system-deps.sh $(SYSTEM_DEPS)
@@ -24,23 +24,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# An editable install gets no bytecode from pip, and where PYTHONDONTWRITEBYTECODE is set none is ever written:
+# every run would compile the package from source first (0.3 s of each command here). Up-to-date files are skipped.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q obdlayout
+
 lint: $(STAMP)
 	$(BIN)/ruff check obdlayout tests bench fixtures
 	$(BIN)/ruff format --check obdlayout tests bench fixtures
 	$(BIN)/mypy
 
-test: system-deps $(STAMP) lint
+test: system-deps bytecode lint
 	$(BIN)/pytest -q
 
-demo: system-deps $(STAMP)
+demo: system-deps bytecode
 	bash scripts/demo.sh $(BIN)/obdlayout $(BIN)/python
 
-bench: system-deps $(STAMP)
+bench: system-deps bytecode
 	$(BIN)/python -m bench
 
 # The parser fuzz targets (tests/test_fuzz.py) with thousands of examples each instead of make test's few dozen.
-fuzz: system-deps $(STAMP)
+fuzz: system-deps bytecode
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find obdlayout -name __pycache__ -type d -prune -exec rm -rf {} +
