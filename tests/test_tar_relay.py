@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import os
+import resource
 import tarfile
 import threading
 from pathlib import Path
@@ -211,3 +212,26 @@ def test_a_bad_layer_started_ahead_fails_when_its_entries_are_read(tmp_path: Pat
         open_entries(layout, layer, wrong, ahead=ahead) as entries,
     ):
         assert [e.name for e in entries] == [name.encode() for name, _ in FILES[:3]]
+
+
+def test_relaying_works_with_descriptors_numbered_past_1024(tmp_path: Path) -> None:
+    """A process with many files open gets pipes numbered past select()'s limit; the ring's wait and the
+    finished-child check must not use select()."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}: no descriptor can be numbered past 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200) if hard == resource.RLIM_INFINITY else hard, hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        tar = _tar(FILES)
+        layout, layer = _layer(tmp_path, tar)
+        read: list[bool] = []
+        ahead = EntriesAhead(layout, layer, sha256(tar), ring_bytes=65536 + 3)  # small: the child waits on it
+        with open_entries(layout, layer, sha256(tar), ahead=ahead, when_read=lambda: read.append(True)) as entries:
+            relayed = _read(entries, 4096 + 7, views=True)
+        assert relayed == _read(TarReader(io.BytesIO(tar)), 4096 + 7)
+        assert read == [True]
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

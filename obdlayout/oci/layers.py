@@ -265,7 +265,9 @@ class _ChildStream(io.RawIOBase):
 
     def produced(self) -> bool:
         """Whether the child has finished (it reports, then exits): what it wrote may still be unread."""
-        return bool(select.select([self._status], [], [], 0)[0])
+        poller = select.poll()  # not select(): it fails on descriptors numbered 1024 and up
+        poller.register(self._status, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _reap(self) -> None:
         """Wait for the child; raise what it reported."""

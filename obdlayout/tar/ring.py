@@ -64,8 +64,10 @@ class Ring:
             return
         wanted = self._written + max(size, self.size // REFILL_SHARE) - self.size
         _POSITION.pack_into(self._map, _WANTED, wanted)
+        poller = select.poll()  # not select(): it fails on descriptors numbered 1024 and up
+        poller.register(self._wake_read, select.POLLIN)
         while self._released() < wanted:
-            select.select([self._wake_read], [], [], _WAIT_SECONDS)
+            poller.poll(_WAIT_SECONDS * 1000)
             with suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
         _POSITION.pack_into(self._map, _WANTED, 0)
