@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.make_layers import LayerWriter
 from obdlayout.oci.descriptor import Descriptor
 from obdlayout.oci.errors import LayoutError
 from obdlayout.oci.layers import EntriesAhead, open_entries, open_tar_file_entries
@@ -235,3 +236,19 @@ def test_relaying_works_with_descriptors_numbered_past_1024(tmp_path: Path) -> N
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_sparse_file_read_as_a_view_in_one_piece_keeps_every_region(tmp_path: Path) -> None:
+    """One read across two data regions: the first must not be freed (and overwritten by the child) while the
+    second is taken. The ring is just larger than a region, so the child refills it at once."""
+    path = tmp_path / "sparse.tar"
+    writer = LayerWriter(path)
+    writer.old_gnu_sparse(b"sparse", 131072, [(0, 40960), (65536, 40960)], seed=7)
+    writer.add("after", data=b"x" * 100000)
+    writer.close()
+    with path.open("rb") as stream:
+        reader = TarReader(stream)
+        expected = {entry.name: reader.read_at(0, entry.size) for entry in reader if entry.is_regular}
+    with open_tar_file_entries(path, ring_bytes=65536) as entries:
+        got = {entry.name: bytes(entries.read_view(0, entry.size)) for entry in entries if entry.is_regular}
+    assert got == expected

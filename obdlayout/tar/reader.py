@@ -202,7 +202,7 @@ class EntryCursor(ABC):
 
     def read_view(self, offset: int, length: int) -> bytes | memoryview:
         """What `read_at` gives, possibly as a view valid only until the next read or entry: for a caller that
-        copies the bytes on at once, one copy fewer."""
+        copies the bytes on at once, one copy fewer. A sparse file's bytes are always a copy."""
         return self._read_logical(offset, length, self._take_view)
 
     def _read_logical(self, offset: int, length: int, take: Callable[[int], Data]) -> Data | bytes:
@@ -233,7 +233,7 @@ class EntryCursor(ABC):
                 parts.append(bytes(start - pos))
                 pos = start
             count = min(end, start + size) - pos
-            parts.append(take(count))
+            parts.append(self._take(count))  # copies: taking the next piece may free a lent one's bytes
             pos += count
         if pos < end:
             parts.append(bytes(end - pos))
