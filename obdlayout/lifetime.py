@@ -1,13 +1,17 @@
-"""Processes and temporary files end with what made them.
+"""Processes, shared memory and temporary files end with what made them.
 
 - A forked helper (a compression worker, a layer reader, an image worker, a tool) calls `die_with_parent` first: if
   the process that forked it is killed (SIGKILL leaves it no chance to clean up), Linux kills the helper too,
   instead of leaving it running and holding files and locks.
+- Shared memory a helper was forked to use is left out of the processes forked after it (`keep_from_later_children`):
+  else a later child (the next layer's reader, started while this layer is still applied) would keep it
+  allocated until that child ends, whatever the process that made it has freed.
 - Temporary files are named `.NAME.PID.RANDOM.part` (`part_prefix`), so that a later run can tell, and
   remove, those a killed process left behind (`sweep_stale_parts`).
 """
 
 import ctypes
+import mmap
 import os
 import re
 import shutil
@@ -31,6 +35,14 @@ def _find_prctl() -> Callable[..., int] | None:
 # Looked up once, here: die_with_parent also runs between fork and exec (a tool's preexec_fn), where loading
 # a library could deadlock on a lock another thread of the parent held.
 _prctl = _find_prctl()
+
+
+def keep_from_later_children(mapping: mmap.mmap) -> None:
+    """Leave `mapping` out of the processes this one forks from now on (Linux's MADV_DONTFORK; a no-op elsewhere).
+    Python code in such a child must not touch it: only the helpers forked before this call may."""
+    advice = getattr(mmap, "MADV_DONTFORK", None)
+    if advice is not None:
+        mapping.madvise(advice)
 
 
 def die_with_parent(parent: int) -> None:

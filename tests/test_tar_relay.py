@@ -1,6 +1,7 @@
 """Layer entries parsed in the decompressing child process and relayed (tar/relay.py, oci.layers.open_entries):
 the same entries and bytes as a reader in this process, across frames, with every check of the layer kept."""
 
+import ctypes
 import gzip
 import hashlib
 import io
@@ -252,3 +253,38 @@ def test_a_sparse_file_read_as_a_view_in_one_piece_keeps_every_region(tmp_path: 
     with open_tar_file_entries(path, ring_bytes=65536) as entries:
         got = {entry.name: bytes(entries.read_view(0, entry.size)) for entry in entries if entry.is_regular}
     assert got == expected
+
+
+def _mapped(pid: int, address: int) -> bool:
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        start, end = (int(part, 16) for part in line.split()[0].split("-"))
+        if start <= address < end:
+            return True
+    return False
+
+
+def _address(ring: Ring) -> int:
+    view = ctypes.c_char.from_buffer(ring._map)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view
+
+
+def test_a_reader_started_later_does_not_keep_an_earlier_ring(tmp_path: Path) -> None:
+    """The next layer's reader is forked while this layer's ring is in use; it must not map that ring (it
+    would keep its memory allocated after this process frees it), only its own."""
+    tar = _tar(FILES)
+    layout, layer = _layer(tmp_path, tar)
+    first = EntriesAhead(layout, layer, sha256(tar), ring_bytes=65536 + 3)
+    before = _live_children()
+    second = EntriesAhead(layout, layer, sha256(tar), ring_bytes=65536 + 3)
+    try:
+        (child,) = _live_children() - before
+        first_ring, second_ring = first._ring, second._ring
+        assert _mapped(os.getpid(), _address(first_ring))
+        assert _mapped(child, _address(second_ring))
+        assert not _mapped(child, _address(first_ring))
+    finally:
+        first.close()
+        second.close()

@@ -14,7 +14,7 @@ from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
 
-from ..lifetime import die_with_parent
+from ..lifetime import die_with_parent, keep_from_later_children
 from .crc import BLOCK_CRC_SEED, raw_crc32c
 from .zfile_layout import BLOCK_SLACK, CRC_STRUCT, JUMP_ENTRY, Algorithm, BlockCodec
 
@@ -108,6 +108,8 @@ class CompressorPool:
         self._procs: list[BaseProcess] = [ctx.Process(target=_work, args=args, daemon=True) for _ in range(workers)]
         for proc in self._procs:
             proc.start()
+        for mapping in (self._inputs, self._outputs):
+            keep_from_later_children(mapping)
 
     @property
     def buffer(self) -> memoryview:

@@ -462,10 +462,12 @@ def open_tar_file_entries(path: Path, ring_bytes: int = RING_BYTES) -> Iterator[
 def _start_relay(producer: Callable[[TarConsumer], Callable[[BinaryIO], None]], ring: Ring) -> _ChildStream:
     """A child process running `producer`'s function, relaying the entries (their data through `ring`)."""
     try:
-        return _ChildStream(producer(_relay_tar(ring)), None, read_ahead=False)
+        child = _ChildStream(producer(_relay_tar(ring)), None, read_ahead=False)
     except BaseException:
         ring.close()
         raise
+    ring.forked()
+    return child
 
 
 @contextmanager

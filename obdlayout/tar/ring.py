@@ -19,6 +19,7 @@ import select
 import struct
 from contextlib import suppress
 
+from ..lifetime import keep_from_later_children
 from ..units import MiB
 
 RING_BYTES = 64 * MiB
@@ -41,6 +42,10 @@ class Ring:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._written = 0  # the writer's position (meaningful in the writer's process only)
+
+    def forked(self) -> None:
+        """The writer's process is forked: no process forked after it needs the ring."""
+        keep_from_later_children(self._map)
 
     def close(self) -> None:
         self._data.release()
