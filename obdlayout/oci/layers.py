@@ -403,8 +403,8 @@ class EntriesAhead:
     ) -> None:
         self.layer = layer
         self.diff_id = diff_id
-        self._ring = Ring(ring_bytes)
-        self._child: _ChildStream | None = _start_relay(partial(_producer, layout, layer, diff_id, None), self._ring)
+        self._ring, child = _start_layer_relay(layout, layer, diff_id, ring_bytes)
+        self._child: _ChildStream | None = child
 
     def take(self) -> tuple[Ring, _ChildStream] | None:
         """The ring and the child, once (None after)."""
@@ -436,8 +436,7 @@ def open_entries(
     core it ran on is then free for the next layer's."""
     started = ahead.take() if ahead is not None and (ahead.layer, ahead.diff_id) == (layer, diff_id) else None
     if started is None:
-        ring = Ring(ring_bytes)
-        started = ring, _start_relay(partial(_producer, layout, layer, diff_id, None), ring)
+        started = _start_layer_relay(layout, layer, diff_id, ring_bytes)
     with _relayed(*started, progress, when_read) as entries:
         yield entries
 
@@ -454,37 +453,47 @@ def open_tar_file_entries(path: Path, ring_bytes: int = RING_BYTES) -> Iterator[
 
         return produce
 
-    ring = Ring(ring_bytes)
-    with _relayed(ring, _start_relay(producer, ring), None, None) as entries:
+    with _relayed(*_start_relay(producer, ring_bytes), None, None) as entries:
         yield entries
 
 
-def _start_relay(producer: Callable[[TarConsumer], Callable[[BinaryIO], None]], ring: Ring) -> _ChildStream:
-    """A child process running `producer`'s function, relaying the entries (their data through `ring`)."""
+def _start_layer_relay(
+    layout: Layout, layer: Descriptor, diff_id: str | None, ring_bytes: int
+) -> tuple[Ring, _ChildStream]:
+    """A ring, and a child process decompressing and checking the layer and relaying its entries through it."""
+    return _start_relay(partial(_producer, layout, layer, diff_id, None), ring_bytes)
+
+
+def _start_relay(
+    producer: Callable[[TarConsumer], Callable[[BinaryIO], None]], ring_bytes: int
+) -> tuple[Ring, _ChildStream]:
+    """A ring, and a child process running `producer`'s function that relays the entries (their data through
+    the ring)."""
+    ring = Ring(ring_bytes)
     try:
         child = _ChildStream(producer(_relay_tar(ring)), None, read_ahead=False)
     except BaseException:
         ring.close()
         raise
     ring.forked()
-    return child
+    return ring, child
 
 
 @contextmanager
 def _relayed(
     ring: Ring, child: _ChildStream, progress: Callable[[int], None] | None, when_read: Callable[[], None] | None
 ) -> Iterator[EntryCursor]:
-    """The entries `child` relays through its pipe and `ring`; both are closed at the end."""
-    read = when_read is None
+    """The entries `child` relays through its pipe and `ring`; both are closed at the end. `when_read` is
+    called once: at the first frame after the child has finished, or else at the end."""
+    pending = when_read
 
     def frame_received(parsed: int) -> None:
-        nonlocal read
+        nonlocal pending
         if progress is not None:
             progress(parsed)
-        if not read and child.produced():
-            read = True
-            assert when_read is not None
-            when_read()
+        if pending is not None and child.produced():
+            call, pending = pending, None
+            call()
 
     try:
         try:
@@ -493,8 +502,7 @@ def _relayed(
             entries.drain()  # the checks are made at the end of the stream
         finally:
             child.close()
-        if not read:
-            assert when_read is not None
-            when_read()
+        if pending is not None:
+            pending()
     finally:
         ring.close()

@@ -135,11 +135,7 @@ class RelayedEntries(EntryCursor):
             if keep:
                 parts.append(self._ring.read(self._ring_pos, take))
             size -= take
-            self._pos += take
-            self._ring_pos += take
-            if self._pos == head:
-                items.popleft()
-                self._pos = 0
+            self._advance(take)
         self._ring.release(self._ring_pos)
         if size:
             name = self._entry.name if self._entry else b""
@@ -159,12 +155,16 @@ class RelayedEntries(EntryCursor):
         if view is None:
             return self._take(size)
         self._ring.release(self._ring_pos)  # what came before this piece
+        self._advance(size)
+        return view
+
+    def _advance(self, size: int) -> None:
+        """Past `size` bytes of the piece of data at the head of the items (at most what is left of it)."""
         self._pos += size
         self._ring_pos += size
-        if self._pos == items[0]:
-            items.popleft()
+        if self._pos == self._items[0]:
+            self._items.popleft()
             self._pos = 0
-        return view
 
     def _skip_data(self, size: int) -> None:
         self._stored(size, keep=False)

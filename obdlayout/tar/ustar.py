@@ -83,7 +83,7 @@ def _parse_any_number(raw: bytes) -> int:
 
 def checksum_ok(block: bytes) -> bool:
     """The stored checksum matches the unsigned or the (historic) signed byte sum."""
-    chk = block[CHKSUM[0] : CHKSUM[0] + CHKSUM[1]]
+    chk = field(block, CHKSUM)
     try:
         stored = parse_number(chk)
     except TarFormatError:
