@@ -41,41 +41,47 @@ def large_files(limit: int = BIG_FILES_BYTES, smallest: int = BIG_FILE_MIN) -> l
     return chosen
 
 
-def tar_of(name: str, paths: list[Path], base: Path | None = None) -> Path:
-    """A plain PAX tar of `paths` (directories recursively), made once and reused."""
+def _made_once(name: str, fill: Callable[[tarfile.TarFile], None]) -> Path:
+    """bench-out/NAME.tar, a PAX tar `fill` writes the first time (under a temporary name), reused after."""
     OUT.mkdir(exist_ok=True)
     target = OUT / f"{name}.tar"
     if target.exists():
         return target
     partial = target.with_suffix(".tar.part")
     with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-        for path in paths:
-            arcname = str(path.relative_to(base)) if base else str(path).lstrip("/")
-            tar.add(path, arcname=arcname)
+        fill(tar)
     partial.rename(target)
     return target
+
+
+def tar_of(name: str, paths: list[Path], base: Path | None = None) -> Path:
+    """A plain PAX tar of `paths` (directories recursively), made once and reused."""
+
+    def fill(tar: tarfile.TarFile) -> None:
+        for path in paths:
+            tar.add(path, arcname=str(path.relative_to(base)) if base else str(path).lstrip("/"))
+
+    return _made_once(name, fill)
 
 
 def derived_tar(name: str, source: Path, rename: Callable[[tarfile.TarInfo], str | None]) -> Path:
     """A PAX tar of `source`'s members, each under the name `rename` gives it (None leaves it out, and a hard link
     to a member left out goes too), made once and reused."""
-    target = OUT / f"{name}.tar"
-    if target.exists():
-        return target
-    partial = target.with_suffix(".tar.part")
-    kept: dict[str, str] = {}
-    with tarfile.open(source) as tar, tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as out:
-        for member in tar:
-            new = rename(member)
-            if new is None or (member.islnk() and member.linkname not in kept):
-                continue
-            kept[member.name] = new
-            if member.islnk():
-                member.linkname = kept[member.linkname]
-            member.name = new
-            out.addfile(member, tar.extractfile(member) if member.isreg() else None)
-    partial.rename(target)
-    return target
+
+    def fill(out: tarfile.TarFile) -> None:
+        kept: dict[str, str] = {}
+        with tarfile.open(source) as tar:
+            for member in tar:
+                new = rename(member)
+                if new is None or (member.islnk() and member.linkname not in kept):
+                    continue
+                kept[member.name] = new
+                if member.islnk():
+                    member.linkname = kept[member.linkname]
+                member.name = new
+                out.addfile(member, tar.extractfile(member) if member.isreg() else None)
+
+    return _made_once(name, fill)
 
 
 _PEAK_RSS_PROBE = (

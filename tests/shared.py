@@ -116,8 +116,8 @@ def write_raw_image(blobs: list[Path], image: Path) -> Path:
     return image
 
 
-def session_processes(session: int) -> list[int]:
-    """Live (not zombie) processes of a session."""
+def _live_processes(field: int, value: int) -> list[int]:
+    """Live (not zombie) processes whose /proc/PID/stat field `field` (counted after the command name) is `value`."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -126,9 +126,19 @@ def session_processes(session: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == session and fields[0] != "Z":
+        if int(fields[field]) == value and fields[0] != "Z":
             found.append(int(entry.name))
     return found
+
+
+def session_processes(session: int) -> list[int]:
+    """Live (not zombie) processes of a session."""
+    return _live_processes(3, session)
+
+
+def child_processes(parent: int) -> list[int]:
+    """Live (not zombie) children of a process."""
+    return _live_processes(1, parent)
 
 
 def session_gone(session: int, within: float = 5.0) -> bool:

@@ -25,6 +25,7 @@ from obdlayout.tar.ring import RING_BYTES, Ring
 from obdlayout.tar.ustar import TarFormatError
 
 from .oci_layouts import LayoutBuilder, sha256
+from .shared import child_processes
 
 
 def _layer(tmp_path: Path, tar: bytes) -> tuple[Layout, Descriptor]:
@@ -159,16 +160,7 @@ def test_a_piece_lying_whole_in_the_ring_is_lent_not_copied(tmp_path: Path) -> N
 
 
 def _live_children() -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid() and fields[0] != "Z":
-                found.add(int(entry.name))
-    return found
+    return set(child_processes(os.getpid()))
 
 
 def test_entries_started_ahead_are_taken_over_and_tell_when_read(tmp_path: Path) -> None:
