@@ -20,6 +20,7 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from isal import igzip
 
+from obdlayout.compiled import INTERPRETED_VARIABLE
+from obdlayout.convert.tools import APPLY, COMMIT, CREATE, DEFAULT_TOOLS_DIR, TURBO_APPLY
 from obdlayout.formats.turbo_archive import FS_META_NAMES
 
 from .inputs import OUT, derived_tar, large_files, python_tree, run_measured, tar_of
@@ -197,6 +200,7 @@ def run() -> dict[str, object]:
     print(f"  convert {result['layers']} gzip layers, {tar_bytes / MB:.0f} MB tar ({compressed / MB:.0f} MB gzip):")
     runs = {name: _convert(source, tar_bytes, name, options) for name, options in RUNS.items()}
     result.update(runs)
+    result["real_tools"] = _real_tools(source, tar_bytes, runs)
     result["stages"] = _stages(source)
     result["sizes"] = _sizes(source, runs["overlaybd"])
     ext4, erofs = runs["turbo-oci"], runs["turbo-erofs"]
@@ -208,24 +212,55 @@ def run() -> dict[str, object]:
     return result
 
 
+def _real_tools(source: Path, tar_bytes: int, runs: dict[str, dict[str, float]]) -> dict[str, object]:
+    """The same conversions by the real overlaybd tools (--engine overlaybd-tools, which runs them per layer as
+    the Go convertor does), where they are installed; our time over theirs."""
+    tools = Path(os.environ.get("OVERLAYBD_TOOLS_DIR", DEFAULT_TOOLS_DIR))
+    if not all(os.access(tools / tool, os.X_OK) for tool in (CREATE, APPLY, COMMIT)):
+        print(f"  the real overlaybd tools are not in {tools} (OVERLAYBD_TOOLS_DIR): no comparison with them")
+        return {}
+    result: dict[str, object] = {"tools_dir": str(tools)}
+    engine = ["--engine", "overlaybd-tools", "--tools-dir", str(tools)]
+    for name, tool in (("overlaybd", APPLY), ("turbo-oci", TURBO_APPLY)):
+        if not os.access(tools / tool, os.X_OK):
+            continue
+        theirs = _convert(source, tar_bytes, f"{name} (real tools)", RUNS[name] + engine)
+        ratio = runs[name]["seconds"] / theirs["seconds"]
+        result[name] = {**theirs, "ours_over_theirs": round(ratio, 3)}
+        print(f"    {name}: ours took {ratio:.2f} x the real tools' time")
+    return result
+
+
 def _stages(source: Path) -> dict[str, object]:
-    """The overlaybd convert again, its main process's stages timed (bench/stages.py)."""
-    destination = OUT / "convert-output"
-    shutil.rmtree(destination, ignore_errors=True)
-    command = [sys.executable, "-m", "bench.stages", str(source), str(destination), "-q", *RUNS["overlaybd"]]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    stages: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  overlaybd stages (wall s, main process; {stages['wall_s']} s in all):")
-    for stage, seconds in dict(stages["stages_s"]).items():  # type: ignore[call-overload]
-        print(f"    {seconds:7.2f}  {stage}")
-    print(f"    CPU s: main process {stages['main_cpu_s']}, helper processes {stages['helpers_cpu_s']}")
-    layers: list[dict[str, float]] = stages["layers"]  # type: ignore[assignment]
-    for number, layer in enumerate(layers, start=1):
+    """The overlaybd convert again, twice (bench/stages.py): as it runs, for each layer's time and CPU, and
+    interpreted, for its main process's stages (compiled code calls past the stage timers)."""
+    result: dict[str, object] = {}
+    for mode, interpreted in (("as run", False), ("interpreted", True)):
+        destination = OUT / "convert-output"
+        shutil.rmtree(destination, ignore_errors=True)
+        command = [sys.executable, "-m", "bench.stages", str(source), str(destination), "-q", *RUNS["overlaybd"]]
+        env = {name: value for name, value in os.environ.items() if name != INTERPRETED_VARIABLE}
+        if interpreted:
+            env[INTERPRETED_VARIABLE] = "1"
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+        stages: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+        result[mode] = stages
         print(
-            f"  layer {number}: {layer['entries']} entries, {layer['file_mb']} MB of file data: {layer['seconds']} s, "
-            f"{layer['cpu_percent']} % CPU (all processes)"
+            f"  overlaybd, {mode}: {stages['wall_s']} s; CPU s: main process {stages['main_cpu_s']}, "
+            f"helper processes {stages['helpers_cpu_s']}"
         )
-    return stages
+        layers: list[dict[str, float]] = stages["layers"]  # type: ignore[assignment]
+        for number, layer in enumerate(layers, start=1):
+            print(
+                f"    layer {number}: {layer['entries']} entries, {layer['file_mb']} MB of file data: "
+                f"{layer['seconds']} s, {layer['cpu_percent']} % CPU (all processes)"
+            )
+        timed: dict[str, float] = stages["stages_s"]  # type: ignore[assignment]
+        if timed:
+            print("    stages (wall s, main process):")
+        for stage, seconds in timed.items():
+            print(f"    {seconds:7.2f}  {stage}")
+    return result
 
 
 def _sizes(source: Path, bench: dict[str, float]) -> dict[str, object]:

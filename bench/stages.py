@@ -5,6 +5,9 @@ timers and converts as `obdlayout convert SRC DST OPTIONS...` does. Timers are w
 the layers (the critical path); the helpers (the decompressing and tar-parsing children, the compression
 workers) are reported by their CPU seconds, all together. Each layer blob's build is also reported with the CPU
 of every process that worked on it: its helpers are all reaped before the build returns.
+
+The stage timers wrap methods, which compiled modules call directly, past the wrapper: they are only set when
+the package runs interpreted (OBDLAYOUT_INTERPRETED=1). The per-layer figures are measured either way.
 """
 
 import functools
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import obdlayout
 from obdlayout.cli.main import cli
 from obdlayout.convert import native, pipeline
 from obdlayout.ext4 import device, fs, placement
@@ -75,14 +79,16 @@ def _timed(function: Callable[..., Any], stage: str, seconds: dict[str, float]) 
 
 
 def measure(source: str, destination: str, options: list[str]) -> dict[str, object]:
+    timed = not obdlayout.COMPILED
     seconds: dict[str, float] = dict.fromkeys((stage for _, _, stage in STAGES), 0.0)
-    for owner, name, stage in STAGES:
-        setattr(owner, name, _timed(getattr(owner, name), stage, seconds))
+    if timed:
+        for owner, name, stage in STAGES:
+            setattr(owner, name, _timed(getattr(owner, name), stage, seconds))
+        # The engine module imported these names before they were wrapped: it is given the timed ones.
+        setattr(native, "apply_layer", rules.apply_layer)  # noqa: B010
+        setattr(native, "digest_file", digest.digest_file)  # noqa: B010
     layers: list[dict[str, float]] = []
     setattr(native, "build_layer", _per_layer(native.build_layer, layers))  # noqa: B010
-    # The engine module imported these names before they were wrapped: it is given the timed ones.
-    setattr(native, "apply_layer", rules.apply_layer)  # noqa: B010
-    setattr(native, "digest_file", digest.digest_file)  # noqa: B010
     start = time.perf_counter()
     try:
         cli(["convert", source, destination, *options], prog_name="obdlayout")
@@ -94,7 +100,7 @@ def measure(source: str, destination: str, options: list[str]) -> dict[str, obje
     helpers = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "wall_s": round(wall, 2),
-        "stages_s": {stage: round(seconds[stage], 2) for _, _, stage in STAGES},
+        "stages_s": {stage: round(seconds[stage], 2) for _, _, stage in STAGES} if timed else {},
         "main_cpu_s": round(own.ru_utime + own.ru_stime, 2),
         "helpers_cpu_s": round(helpers.ru_utime + helpers.ru_stime, 2),
         "layers": layers,

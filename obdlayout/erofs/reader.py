@@ -179,7 +179,7 @@ class ErofsImage:
 
     def iter_data(self, inode: ErofsInode, where: str) -> Iterator[bytes]:
         """A regular file's bytes, in order, in pieces of at most STREAM_CHUNK."""
-        del where  # the errors name the inode
+        _ = where  # the errors name the inode
         for offset in range(0, inode.size, STREAM_CHUNK):
             yield self.content(inode, offset, STREAM_CHUNK)
 

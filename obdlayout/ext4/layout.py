@@ -6,7 +6,7 @@ kept as raw bytes with named field accessors, so fields this writer does not kno
 """
 
 import struct
-from typing import ClassVar
+from typing import ClassVar, Final
 
 BLOCK_SIZE = 4096
 LOG_BLOCK_SIZE = 2  # block size = 1024 << 2
@@ -194,8 +194,8 @@ class Superblock(_Fields):
         "s_backup_bgs_0": (0x24C, "I"),
         "s_backup_bgs_1": (0x250, "I"),
     }
-    UUID_OFFSET = 0x68
-    UUID_SIZE = 16
+    UUID_OFFSET: Final = 0x68
+    UUID_SIZE: Final = 16
 
     @property
     def uuid(self) -> bytes:
@@ -260,7 +260,7 @@ class GroupDesc(_Fields):
         "bg_used_dirs_count_hi": (0x30, "H"),
         "bg_itable_unused_hi": (0x32, "H"),
     }
-    CHECKSUM_OFFSET = 0x1E
+    CHECKSUM_OFFSET: Final = 0x1E
 
     def _pair(self, lo: str, hi: str, bits: int) -> int:
         return self._wide(lo, hi, bits) if len(self.raw) >= DESC_SIZE_64BIT else self.get(lo)
@@ -356,12 +356,12 @@ class Inode(_Fields):
         "i_crtime": (0x90, "I"),
         "i_crtime_extra": (0x94, "I"),
     }
-    I_BLOCK_OFFSET = 0x28
-    EXTRA_OFFSET = GOOD_OLD_INODE_SIZE
+    I_BLOCK_OFFSET: Final = 0x28
+    EXTRA_OFFSET: Final = GOOD_OLD_INODE_SIZE
     # i_mode, i_uid, i_size_lo, i_atime, i_ctime, i_mtime, i_dtime, i_gid, i_links_count: set at once for speed.
-    _HEAD = struct.Struct("<HHIIIIIHH")
-    _ID_HIGH = struct.Struct("<HH")  # l_i_uid_high, l_i_gid_high at 0x78
-    _TIMES_EXTRA = struct.Struct("<III")  # ctime, mtime, atime extra at 0x84
+    _HEAD: ClassVar[struct.Struct] = struct.Struct("<HHIIIIIHH")
+    _ID_HIGH: ClassVar[struct.Struct] = struct.Struct("<HH")  # l_i_uid_high, l_i_gid_high at 0x78
+    _TIMES_EXTRA: ClassVar[struct.Struct] = struct.Struct("<III")  # ctime, mtime, atime extra at 0x84
 
     @classmethod
     def new(cls, size: int, mode: int, uid: int, gid: int, seconds: int, nanoseconds: int) -> "Inode":

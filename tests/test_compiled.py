@@ -1,0 +1,118 @@
+"""The compiled modules (make compiled, obdlayout/compiled.py): a build counts only while its sources are
+unchanged, the interpreted modules are then imported in its place, and both give the same bytes."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import pytest
+
+import obdlayout
+from obdlayout.compiled import INTERPRETED_VARIABLE, MANIFEST, PACKAGE_DIR, build_is_current, recorded_sources
+from obdlayout.compiled import source_digest as digest_of
+
+from .oci_layouts import LayoutBuilder
+from .shared import fixture_layers
+
+NOT_BUILT = "the compiled modules are not built from these sources (make compiled): the package runs interpreted"
+
+
+def _record(package: Path, *modules: str) -> None:
+    sources = {module: digest_of(str(package / module)) for module in modules}
+    (package / MANIFEST).write_text(json.dumps({"sources": sources}))
+
+
+def test_a_build_counts_only_while_every_source_it_compiled_is_unchanged(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("A = 1\n")
+    (tmp_path / "b.py").write_text("B = 1\n")
+    assert not build_is_current(str(tmp_path))  # nothing recorded
+    _record(tmp_path, "a.py", "b.py")
+    assert build_is_current(str(tmp_path))
+    (tmp_path / "b.py").write_text("B = 2\n")
+    assert not build_is_current(str(tmp_path))
+    _record(tmp_path, "a.py", "b.py")
+    (tmp_path / "b.py").unlink()
+    assert not build_is_current(str(tmp_path))
+    for damaged in ("{", "[]", '{"sources": 3}', '{"sources": {"a.py": 7}}', '{"sources": {}}'):
+        (tmp_path / MANIFEST).write_text(damaged)
+        assert not build_is_current(str(tmp_path)), damaged
+
+
+def test_sources_first_passes_over_an_extension_module_beside_the_source(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mod.py").write_text("WHERE = 'source'\n")
+    (package / f"mod{EXTENSION_SUFFIXES[0]}").write_bytes(b"not a shared object")
+    load = "import pkg.mod; print(pkg.mod.WHERE)"
+    plain = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True)
+    assert plain.returncode != 0 and "ImportError" in plain.stderr  # Python's own choice: the extension
+    first = (
+        "import sys; from obdlayout.compiled import _SourcesFirst; sys.meta_path.insert(0, _SourcesFirst('pkg')); "
+        + load
+    )
+    chosen = subprocess.run([sys.executable, "-c", first], cwd=tmp_path, capture_output=True, text=True)
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.strip() == "source"
+
+
+def _module_files(interpreted: bool) -> dict[str, str]:
+    """Where each compiled module is imported from, in a fresh interpreter."""
+    names = [f"obdlayout.{path.removesuffix('.py').replace('/', '.')}" for path in recorded_sources(PACKAGE_DIR)]
+    code = (
+        "import importlib, json, sys; print(json.dumps({n: importlib.import_module(n).__file__ for n in sys.argv[1:]}))"
+    )
+    env = {**os.environ, INTERPRETED_VARIABLE: "1"} if interpreted else _compiled_env()
+    done = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, env=env, check=True)
+    files: dict[str, str] = json.loads(done.stdout)
+    return files
+
+
+def _compiled_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name != INTERPRETED_VARIABLE}
+
+
+def test_the_compiled_modules_run_when_built_and_the_sources_when_asked() -> None:
+    if not obdlayout.COMPILED:
+        pytest.skip(NOT_BUILT)
+    compiled = _module_files(interpreted=False)
+    assert len(compiled) >= 30
+    assert all(path.endswith(EXTENSION_SUFFIXES[0]) for path in compiled.values()), compiled
+    assert importlib.import_module("obdlayout.ext4.fs").__file__ == compiled["obdlayout.ext4.fs"]
+    interpreted = _module_files(interpreted=True)
+    assert all(path.endswith(".py") for path in interpreted.values()), interpreted
+
+
+@pytest.mark.parametrize(
+    ("image", "options"),
+    [
+        ("rules", ("-o", "t")),
+        ("big", ("-o", "t")),  # ZFile batches through the compression pool
+        ("rules", ("--turbo-oci", "t")),
+        ("rules", ("--turbo-oci", "t", "--fstype", "erofs", "--vsize", "1")),
+    ],
+)
+def test_compiled_and_interpreted_conversions_give_the_same_bytes(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, image: str, options: tuple[str, ...]
+) -> None:
+    if not obdlayout.COMPILED:
+        pytest.skip(NOT_BUILT)
+    builder = LayoutBuilder(tmp_path / "src")
+    compression = "none" if image == "big" else "gzip"
+    tars = fixture_layers(tmp_path_factory)[image]
+    builder.tag("src", builder.image([builder.layer_from_tar(tar.read_bytes(), compression) for tar in tars]))
+    source = builder.save()
+    outputs = {}
+    for interpreted in (False, True):
+        out = tmp_path / ("interpreted" if interpreted else "compiled")
+        env = {**os.environ, INTERPRETED_VARIABLE: "1"} if interpreted else _compiled_env()
+        command = [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(out), "-q", "-i", "src"]
+        done = subprocess.run([*command, "--no-cache", *options], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        outputs[interpreted] = {p.name: p.read_bytes() for p in (out / "blobs" / "sha256").iterdir()}
+    assert outputs[False].keys() == outputs[True].keys()
+    assert outputs[False] == outputs[True]
