@@ -3,15 +3,19 @@
 Where the tools are absent (CI), stand-ins (standin_tools.py) check every command line and config.json
 against the spec and build their outputs with the native writer, so a conversion through them must equal
 the native engine's byte for byte; the expected command lines here are written from the spec
-(convertor-spec.md §2.3, §2.5, §2.6, §2.7), not from the engine. Where the real tools are installed, the
-same image is converted by both engines and both must pass `verify --against` their source.
+(convertor-spec.md §2.3, §2.5, §2.6, §2.7), not from the engine. Where the real tools are installed
+(OVERLAYBD_TOOLS_DIR, default /opt/overlaybd/bin), the same image is converted by both engines: the native one
+must pass `verify --against` its source, the tools' must differ from it in their known departures only, and
+the members the tools refuse must fail the conversion cleanly.
 """
 
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
+from fixtures.make_layers import LayerWriter
 from obdlayout import api
 from obdlayout.oci.layout import Layout
 
@@ -57,9 +62,10 @@ def standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIns:
     return StandIns(install(tmp_path / "tools"), log)
 
 
-def _source(root: Path, factory: Factory) -> Source:
+def _source(root: Path, factory: Factory, image: str = "rules") -> Source:
+    """A layout whose image "rules" has the layers of fixtures.make_layers `image`, compressed as COMPRESSIONS."""
     builder = LayoutBuilder(root)
-    tars = fixture_layers(factory)["rules"]
+    tars = fixture_layers(factory)[image]
     layers = [builder.layer_from_tar(tar.read_bytes(), c) for tar, c in zip(tars, COMPRESSIONS, strict=True)]
     builder.tag("rules", builder.image(layers))
     builder.save()
@@ -282,6 +288,39 @@ def test_a_failing_tool_is_named_with_its_status_and_output_and_dst_is_untouched
     assert f"layer 0 ({source.digests[0]})" in result.stderr
     assert f"{tool} {how}" in result.stderr
     assert "photon: something went wrong" in result.stderr and f"{tool}: failed to extract" in result.stderr
+    assert "/etc/overlaybd" not in result.stderr  # the explanation below is for its own failure only
+    assert _dst_state(out) == before
+
+
+# What overlaybd-apply and turboOCI-apply print, and then abort, when /etc/overlaybd/overlaybd.json is missing.
+_ABORT_FOR_WANT_OF_ETC_CONFIG = """#!/bin/sh
+echo "terminate called after throwing an instance of 'CLI::ValidationError'" >&2
+echo "  what():  --service_config_path: File does not exist: /etc/overlaybd/overlaybd.json" >&2
+kill -ABRT $$
+"""
+
+
+@pytest.mark.parametrize(("output", "apply"), [("-o", "overlaybd-apply"), ("--turbo-oci", "turboOCI-apply")])
+def test_an_apply_tool_aborting_for_want_of_etc_overlaybd_json_is_explained(
+    tmp_path: Path, tmp_path_factory: Factory, standins: StandIns, output: str, apply: str
+) -> None:
+    """Builds of the apply tools check that their default service config exists before they read their command
+    line, so they abort without /etc/overlaybd/overlaybd.json although obdlayout passes its own config: the error
+    must say that this file is what is missing, not leave the user puzzled by a config that was given."""
+    source = _source(tmp_path / "src", tmp_path_factory)
+    out = tmp_path / "out"
+    _convert(source.layout, out, "-o", "before")
+    before = _dst_state(out)
+    (standins.directory / apply).write_text(_ABORT_FOR_WANT_OF_ETC_CONFIG)
+    result = _with_tools(source, out, standins.directory, output, "after")
+    assert result.exit_code == 1
+    first = result.stderr.splitlines()[0]
+    assert f"layer 0 ({source.digests[0]}): {apply} was killed by SIGABRT" in first
+    assert "because /etc/overlaybd/overlaybd.json does not exist" in first
+    assert "even though obdlayout gives it a service config of its own (--service_config_path)" in first
+    assert "Create it (overlaybd's install puts one there; an empty file will do" in first
+    assert "what():  --service_config_path: File does not exist: /etc/overlaybd/overlaybd.json" in result.stderr
+    assert [call["tool"] for call in standins.calls()] == ["overlaybd-create"]  # the apply script logs nothing
     assert _dst_state(out) == before
 
 
@@ -353,22 +392,133 @@ def _real_tools() -> Path:
     return directory
 
 
+# Where the real tools write otherwise than the OCI layer rules say (and the native engine writes) in the rules image
+# they accept, fixtures.make_layers "rules-plain-parents": path -> what `verify --against` finds different there.
+# The causes, in overlaybd's src/overlaybd/tar (libtar.cpp, libtar.h, header.cpp):
+_LINK_TARGET, _MODE, _OWNER, _MTIME = "link target", "mode", "owner", "mtime"
+REAL_TOOLS_DEPARTURES: dict[str, tuple[str, ...]] = {
+    # get_linkname() cleans a symbolic link's target as it cleans member names (clean_name): `.` and `x/..` go,
+    # and so does a trailing slash.
+    "/chain": (_LINK_TARGET,),  # lnk/../abslnk -> abslnk
+    "/slowlnk": (_LINK_TARGET,),  # /./././.../real -> /real
+    "/links/long300": (_LINK_TARGET,),
+    "/links/long300-gnu": (_LINK_TARGET,),
+    # set_file_perms() runs for a hard link too: its header's mode (0644 here) is chmod()ed onto the shared inode.
+    "/dev/null": (_MODE,),
+    "/dev/null-too": (_MODE,),
+    "/files/exact.bin": (_MODE,),
+    "/other/hard-gnu": (_MODE,),
+    "/repl/a": (_MODE,),
+    # uid and gid are read with sscanf("%o") only: a base-256 number leaves them uninitialised (garbage, from one
+    # run to the next), and PAX uid and gid records are ignored.
+    "/ids/base256": (_OWNER,),
+    "/ids/base256-max": (_OWNER,),
+    "/ids/dir": (_OWNER,),
+    "/ids/pax-uid": (_OWNER,),
+    # PAX mtime records are ignored, so is a base-256 mtime (0), and get_mtime() is an int: 2**31 becomes -2**31.
+    "/times/base256": (_MTIME,),
+    "/times/dir": (_MTIME,),
+    "/times/fifo": (_MTIME,),
+    "/times/half": (_MTIME,),
+    "/times/negative": (_MTIME,),
+    "/times/sym": (_MTIME,),
+    "/times/ten-digits": (_MTIME,),
+    "/times/y2038": (_MTIME,),
+    "/times/y2300": (_MTIME,),
+}
+_WHAT_DIFFERS = re.compile(r"link target|hard links|\w+")  # "mode 0666 expected, found 0644" -> "mode"
+
+
+def _faults(output: str, image: str) -> dict[str, tuple[str, ...]]:
+    """`verify`'s faults: those of a path of `image` (LAYOUT:TAG) as path -> what differs, any other kept whole."""
+    found: dict[str, tuple[str, ...]] = {}
+    for line in output.splitlines():
+        tree_fault = line.removeprefix(f"FAULT {image} (linux/amd64): /")
+        if tree_fault == line:
+            found[line] = ()
+            continue
+        path, _, problems = tree_fault.partition(": ")
+        found["/" + path] = tuple(m.group() if (m := _WHAT_DIFFERS.match(p)) else p for p in problems.split("; "))
+    return found
+
+
 @pytest.mark.parametrize("output", ["-o", "--turbo-oci"])
-def test_the_real_tools_and_the_native_engine_give_the_same_trees(
+def test_the_real_tools_and_the_native_engine_give_the_same_trees_but_for_the_tools_departures(
     tmp_path: Path, tmp_path_factory: Factory, output: str
 ) -> None:
+    """Every entry kind and layer rule of the rules image, less the members the tools refuse (next test): both
+    engines' images are sound, and their trees differ from the source's in the tools' known departures only
+    (REAL_TOOLS_DEPARTURES; one that goes, or a new one, fails the test)."""
     tools = _real_tools()
-    source = _source(tmp_path / "src", tmp_path_factory)
+    source = _source(tmp_path / "src", tmp_path_factory, "rules-plain-parents")
     out = tmp_path / "out"
     _convert(source.layout, out, output, "tools", *TOOLS_ENGINE, "--tools-dir", str(tools))
     _convert(source.layout, out, output, "native")
-    for tag in ("tools", "native"):
-        result = run("verify", f"{out}:{tag}", "--against", f"{source.layout}:rules")
-        assert result.exit_code == 0, result.output
+    native = run("verify", f"{out}:native", "--against", f"{source.layout}:rules")
+    assert native.exit_code == 0, native.output
+    verified = run("verify", f"{out}:tools", "--against", f"{source.layout}:rules")
+    assert verified.exit_code == 1
+    faults = verified.stderr.removesuffix(f"{len(REAL_TOOLS_DEPARTURES)} fault(s) found\n")
+    assert _faults(faults, f"{out}:tools") == REAL_TOOLS_DEPARTURES, verified.output
     opened = Layout(out)
     for layer in opened.read_manifest(opened.resolve_tag("tools")).layers:
         result = run("blob", "verify", str(opened.blob_path(layer.digest)))
         assert result.exit_code == 0, result.output
+
+
+# Members the real tools refuse, in a layer over `lnk` -> `real/` (holding `f`) and the file `afile`: (id, name,
+# type, link target, how the tool ends, what it says last).
+_FAILED = "exited with status 255"  # UnTar::extract_all() returned -1
+_REFUSED = [
+    # UnTar::mkdir_hier lstat()s the parent and wants a directory: a symbolic link is not followed...
+    ("under-a-symlinked-parent", "lnk/new", tarfile.REGTYPE, "", _FAILED, "filename lnk/new errno=20(Not a directory)"),
+    # ... and a whiteout under a file is no exception (by containerd's rules it deletes nothing).
+    ("whiteout-under-a-file", "afile/.wh.x", tarfile.REGTYPE, "", _FAILED, "afile/.wh.x errno=20(Not a directory)"),
+    # link() resolves its target's path without following symbolic links either.
+    ("hard-link-through-a-symlink", "hl", tarfile.LNKTYPE, "lnk/f", _FAILED, "linktgt lnk/f errno=2(No such file"),
+    # clean_name keeps a relative name's leading `..`; the tool's sub-file-system refuses it, then the tool crashes.
+    ("above-the-root", "../escape", tarfile.REGTYPE, "", "was killed by SIGSEGV", "tries to escape from base dir"),
+]
+
+
+@pytest.mark.parametrize("output", ["-o", "--turbo-oci"])
+@pytest.mark.parametrize(
+    ("member", "kind", "target", "how", "said"), [pytest.param(*case[1:], id=case[0]) for case in _REFUSED]
+)
+def test_a_member_the_real_tools_refuse_fails_the_layer_and_leaves_dst_untouched(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    output: str,
+    member: str,
+    kind: bytes,
+    target: str,
+    how: str,
+    said: str,
+) -> None:
+    """Members that containerd's rules (and the native engine) take, which fixtures.make_layers "rules" has and
+    "rules-plain-parents" leaves out: the tools fail the layer, and the error names that layer and the tool, with
+    the tool's own words; DST is as it was."""
+    tools = _real_tools()
+    monkeypatch.chdir(tmp_path)  # where a crashing tool may leave its core file
+    below, above = LayerWriter(tmp_path / "below.tar"), LayerWriter(tmp_path / "above.tar")
+    below.add("real/", tarfile.DIRTYPE)
+    below.add("real/f", data=b"f\n")
+    below.add("lnk", tarfile.SYMTYPE, linkname="real", mode=0o777)
+    below.add("afile", data=b"a file\n")
+    above.add(member, kind, linkname=target)
+    builder = LayoutBuilder(tmp_path / "src")
+    layers = [builder.layer_from_tar(w.close().read_bytes(), "gzip") for w in (below, above)]
+    builder.tag("rules", builder.image(layers))
+    source = Source(builder.save(), [], [layer["digest"] for layer in layers])
+    out = tmp_path / "out"
+    _convert(source.layout, out, output, "before")  # the native engine takes it
+    before = _dst_state(out)
+    result = _with_tools(source, out, tools, output, "after")
+    assert result.exit_code == 1
+    tool = "overlaybd-apply" if output == "-o" else "turboOCI-apply"
+    assert f"layer 1 ({source.digests[1]}): {tool} {how}" in result.stderr
+    assert said in result.stderr
+    assert _dst_state(out) == before
 
 
 def test_the_api_takes_the_engine_and_refuses_unknown_ones(

@@ -4,8 +4,9 @@ as the Go convertor runs them (convertor-spec.md §2.3, §2.7), and the two file
 
 The tools read their service config from /etc/overlaybd/overlaybd.json unless told otherwise; each layer gets
 a private one in its directory of the work directory (`--service_config_path`), with logging to the tools'
-output, no audit log, no downloads and the registry cache in that directory, so that a conversion needs and
-touches no file outside DST and the work directory.
+output, no audit log, no downloads and the registry cache in that directory, so that a conversion reads and
+writes no file outside DST and the work directory. (The apply tools still need /etc/overlaybd/overlaybd.json to
+exist, unread: see DEFAULT_SERVICE_CONFIG.)
 """
 
 import hashlib
@@ -41,6 +42,12 @@ TOOLS_LOG = "tools.log"  # what the tools printed, for a failure's message
 CACHE_DIR = "cache"
 
 IMAGE_CONFIG_MODE = 0o600  # as the Go convertor writes it (§2.3)
+# The tools' own default service config. overlaybd-apply and turboOCI-apply (src/tools: CLI11's
+# `check(ExistingFile)->default_val(...)`) check that it exists when they declare --service_config_path, before they
+# read their command line, and abort (SIGABRT: the ValidationError is not caught) when it is missing, whatever
+# --service_config_path says.
+DEFAULT_SERVICE_CONFIG = "/etc/overlaybd/overlaybd.json"
+_NO_DEFAULT_SERVICE_CONFIG = f"--service_config_path: File does not exist: {DEFAULT_SERVICE_CONFIG}"
 OUTPUT_LINES = 8  # of a failed tool's output, in the error
 OUTPUT_TAIL_BYTES = 4096
 
@@ -125,16 +132,29 @@ class OverlaybdTools:
                 raise ToolError(where, f"{name} could not be started: {exc.strerror}") from None
         if status != 0:
             how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
-            raise ToolError(where, f"{name} {how}{_last_lines(log_path, start)}")
+            lines = _last_lines(log_path, start)
+            shown = ", with no output" if not lines else "; its last output:\n" + "\n".join(f"  {x}" for x in lines)
+            raise ToolError(where, f"{name} {how}{_explained(name, lines)}{shown}")
 
 
-def _last_lines(log_path: Path, start: int) -> str:
+def _last_lines(log_path: Path, start: int) -> list[str]:
     with log_path.open("rb") as log:
         end = log.seek(0, os.SEEK_END)
         log.seek(max(start, end - OUTPUT_TAIL_BYTES))
         text = log.read().decode("utf-8", "replace")
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()][-OUTPUT_LINES:]
-    return ", with no output" if not lines else "; its last output:\n" + "\n".join(f"  {line}" for line in lines)
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-OUTPUT_LINES:]
+
+
+def _explained(name: str, lines: Sequence[str]) -> str:
+    """What a failure the tools' output does not make clear means, and what to do; "" for any other."""
+    if any(_NO_DEFAULT_SERVICE_CONFIG in line for line in lines):
+        return (
+            f" because {DEFAULT_SERVICE_CONFIG} does not exist: this build of {name} needs that file to exist "
+            "even though obdlayout gives it a service config of its own (--service_config_path), and aborts "
+            "before reading its arguments without it. Create it (overlaybd's install puts one there; an empty "
+            "file will do, as it is not read)"
+        )
+    return ""
 
 
 def write_service_config(layer_dir: Path) -> Path:
