@@ -7,12 +7,14 @@ gzip format itself (Python's zlib, not our inflate, re-reads every checkpoint), 
 
 import gzip
 import json
+import os
 import random
 import shutil
 import stat
 import struct
 import subprocess
 import zlib
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -36,9 +38,9 @@ from obdlayout.oci.layout import Layout
 from obdlayout.oci.mediatypes import OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD
 
 from .ext4tree import MountUnavailable, mounted, read_mounted
-from .oci_layouts import Json, LayoutBuilder, sha256
+from .oci_layouts import Json, LayoutBuilder, make_tar, sha256
 from .ocimodel import Model, Tree, differences
-from .shared import BASELAYER, assert_fsck_clean, fixture_layers, memo, require_tool, shared
+from .shared import BASELAYER, assert_fsck_clean, child_processes, fixture_layers, memo, require_tool, shared
 from .test_inspect_support import hello_world, run
 
 Factory = pytest.TempPathFactory
@@ -394,6 +396,40 @@ def test_a_gzip_layer_of_several_members_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "gzip member" in result.stderr, result.stderr
     _convert(source, tmp_path / "obd", "-i", "two")  # the overlaybd engine reads every member
+
+
+def _corrupt_deflate(builder: LayoutBuilder) -> tuple[Json, str]:
+    tar = make_tar({f"f{i}": random.Random(i).randbytes(40_000) for i in range(40)})
+    data = bytearray(gzip.compress(tar, mtime=0))
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    return {**builder.blob(bytes(data), OCI_LAYER_GZIP), "_diff_id": sha256(tar)}, "corrupt"
+
+
+def _bad_first_entry(builder: LayoutBuilder) -> tuple[Json, str]:
+    """An entry the rules refuse, first, before 60 MB that take zlib a while to inflate."""
+    text = random.Random(7).randbytes(30 << 20).hex().encode()
+    layer = builder.layer_from_tar(make_tar({"/".join(["d"] * 2500): b"", "big": text}))
+    return layer, "a path of 4999 bytes"
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "erofs"])
+@pytest.mark.parametrize("make", [_corrupt_deflate, _bad_first_entry])
+def test_a_failing_gzip_layer_stops_both_its_readers(
+    tmp_path: Path, fstype: str, make: Callable[[LayoutBuilder], tuple[Json, str]]
+) -> None:
+    """A TurboOCI gzip layer is read by two processes (its entries, and its gzip index by zlib): when either
+    fails, the conversion fails naming the layer, and neither process is left running."""
+    builder = LayoutBuilder(tmp_path / "src")
+    layer, problem = make(builder)
+    builder.tag("bad", builder.image([layer]))
+    source = builder.save()
+    before = set(child_processes(os.getpid()))
+    options = ("-q", "-i", "bad", "--turbo-oci", "t", "--fstype", fstype)
+    result = run("convert", str(source), str(tmp_path / "out"), *options)
+    assert result.exit_code == 1
+    assert layer["digest"] in result.stderr and problem in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+    assert set(child_processes(os.getpid())) <= before
 
 
 def test_the_go_flag_names_are_accepted(tmp_path: Path) -> None:

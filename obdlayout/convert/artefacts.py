@@ -22,7 +22,7 @@ from ..oci.layout import Layout
 from ..oci.mediatypes import Compression
 from ..oci.output import OutputLayer
 from ..oci.plan import LayerPlan
-from ..tar.reader import EntryCursor, TarReader
+from ..tar.reader import EntryCursor
 from ..units import STREAM_CHUNK
 
 
@@ -65,22 +65,18 @@ class SourceLayer:
 
     @contextmanager
     def open_entries(self, gzip_observer: BlockObserver | None = None) -> Iterator[EntryCursor]:
-        """The layer's tar entries, checked as by `open_tar`. They are parsed in the process that decompresses
-        the layer, which has time to spare, unless it builds a gzip index (then it is the slower of the two);
-        a spooled tar is parsed in a process of its own."""
+        """The layer's tar entries, checked as by `open_tar`, parsed in the process that decompresses the layer
+        (a gzip layer's blocks are told to `gzip_observer` in a process of their own: `open_entries`); a
+        spooled tar is parsed in a process of its own."""
         if self.spool is not None:
             with open_tar_file_entries(self.spool.tar) as entries:
                 yield entries
             return
-        if gzip_observer is None:
-            with open_entries(
-                self.layout, self.plan.descriptor, self.plan.diff_id, self.progress,
-                ahead=self.ahead, when_read=self.when_read,
-            ) as entries:  # fmt: skip
-                yield entries
-            return
-        with self.open_tar(gzip_observer) as tar:  # which reads the rest of the stream when its block ends
-            yield TarReader(tar)
+        with open_entries(
+            self.layout, self.plan.descriptor, self.plan.diff_id, self.progress,
+            ahead=self.ahead, when_read=self.when_read, gzip_observer=gzip_observer,
+        ) as entries:  # fmt: skip
+            yield entries
 
     def save_tar(self, path: Path) -> None:
         """The uncompressed tar (checked as by `open_tar`) written to the new file `path`."""
