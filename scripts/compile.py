@@ -11,7 +11,6 @@ Usage: python scripts/compile.py [--force]
 import json
 import os
 import sys
-from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,12 +18,14 @@ PACKAGE = ROOT / "obdlayout"
 BUILD_DIR = ROOT / "build" / "compiled"
 
 sys.path.insert(0, str(ROOT))
-from obdlayout.compiled import MANIFEST, build_is_current, source_digest  # noqa: E402 (the checkout's own)
+os.environ["OBDLAYOUT_INTERPRETED"] = "1"  # importing the package must not need the build this replaces
+from obdlayout.compiled import MANIFEST, build_is_current, extension_files, source_digest  # noqa: E402
 
 # The per-entry paths of a conversion (ext4, layer rules, tar parsing and relay, LSMT/ZFile writing), TurboOCI
 # and EROFS writing, and the readers behind verify and extract. Left out: formats/commit.py and formats/blob.py,
 # whose frozen dataclasses go to other processes by pickle (mypyc's unpickling assigns their fields, which a
-# frozen dataclass refuses), and the packages' __init__ and errors modules, which do no work.
+# frozen dataclass refuses), and the packages' __init__ and errors modules, which do no work. mypyc copies the
+# values of Final names into the code that uses them: only these modules may declare any (tests/test_compiled.py).
 MODULES = [
     *(f"ext4/{name}.py" for name in ("alloc", "checksum", "device", "dirs", "extents", "fs", "layout", "mkfs")),
     *(f"ext4/{name}.py" for name in ("placement", "reader", "xattr")),
@@ -37,16 +38,15 @@ MODULES = [
 ]
 
 
-def _extension(module: str) -> Path:
-    return (PACKAGE / module).with_suffix(EXTENSION_SUFFIXES[0])
-
-
 def _up_to_date() -> bool:
-    manifest = PACKAGE / MANIFEST
     if not build_is_current(str(PACKAGE)):
         return False
-    recorded = set(json.loads(manifest.read_text(encoding="utf-8"))["sources"])
-    return recorded == set(MODULES) and all(_extension(module).exists() for module in MODULES)
+    recorded = set(json.loads((PACKAGE / MANIFEST).read_text(encoding="utf-8"))["sources"])
+    return recorded == set(MODULES)
+
+
+def _digests() -> dict[str, str]:
+    return {module: source_digest(str(PACKAGE / module)) for module in MODULES}
 
 
 def main() -> None:
@@ -58,10 +58,12 @@ def main() -> None:
 
     manifest = PACKAGE / MANIFEST
     manifest.unlink(missing_ok=True)  # no record of a build until this one has finished
-    sources = {module: source_digest(str(PACKAGE / module)) for module in MODULES}
+    for stale in extension_files(str(PACKAGE)):  # of modules since dropped or renamed, too
+        (PACKAGE / stale).unlink()
+    sources = _digests()
     os.chdir(ROOT)  # mypyc names modules by their paths, build_ext --inplace writes beside them
     extensions = mypycify(
-        [f"obdlayout/{module}" for module in MODULES],
+        [f"--cache-dir={BUILD_DIR / 'mypy-cache'}", *(f"obdlayout/{module}" for module in MODULES)],
         opt_level="3",
         debug_level="0",
         group_name="obdlayout.compiled",  # the shared library goes into the package: obdlayout/compiled__mypyc
@@ -73,8 +75,11 @@ def main() -> None:
     dist.script_args = ["-q", "build_ext", "--inplace", "--build-temp", str(BUILD_DIR), "-j", str(os.cpu_count() or 1)]
     dist.parse_command_line()
     dist.run_commands()
+    if _digests() != sources:
+        sys.exit("compile.py: a source changed while it was being compiled; run it again")
+    record = {"sources": sources, "extensions": sorted(extension_files(str(PACKAGE)))}
     partial = manifest.with_suffix(".json.part")
-    partial.write_text(json.dumps({"sources": sources}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     partial.replace(manifest)
     print(f"compiled {len(MODULES)} modules")
 

@@ -56,12 +56,11 @@ class SourceLayer:
         """What the blob's first bytes show (containerd decompresses by them, not by the media type)."""
         return sniff_blob(self.layout, self.plan.descriptor)
 
-    def open_tar(self, gzip_observer: BlockObserver | None = None) -> AbstractContextManager[BinaryIO]:
-        """The layer's uncompressed tar; its blob digest and DiffID are checked by the end of the block. A gzip
-        layer's deflate blocks are told to `gzip_observer` (unless it was spooled: see `spool`)."""
+    def open_tar(self) -> AbstractContextManager[BinaryIO]:
+        """The layer's uncompressed tar; its blob digest and DiffID are checked by the end of the block."""
         if self.spool is not None:
             return self.spool.tar.open("rb")
-        return open_uncompressed(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress, gzip_observer)
+        return open_uncompressed(self.layout, self.plan.descriptor, self.plan.diff_id, self.progress)
 
     @contextmanager
     def open_entries(self, gzip_observer: BlockObserver | None = None) -> Iterator[EntryCursor]:

@@ -27,8 +27,9 @@ class LayerEngine(Protocol):
     artifact_type: str  # the output's artifactType under --referrer (convertor-spec.md §3.1)
     needs_gzip_index: bool  # whether it indexes gzip layers (so one shared decompression must build the index)
     keyed_by_blob: bool  # whether its output depends on the compressed source blobs, not only on their tars
-    # Whether it reads a layer by SourceLayer.open_entries alone, without a gzip observer: the entries of the
-    # layer above may then be started (SourceLayer.ahead) while it converts this one.
+    # Whether it reads a layer by SourceLayer.open_entries alone, without a gzip observer (whose process is not
+    # started ahead): the entries of the layer above may then be started (SourceLayer.ahead) while it converts
+    # this one.
     reads_entries: bool
 
     def identity(self) -> dict[str, object]:

@@ -50,7 +50,7 @@ class TurboOciEngine(Ext4Engine, ABC):
 
     artifact_type = ARTIFACT_TYPE_TURBO
     keyed_by_blob = True  # the gzip index and the target annotations are of the compressed blob
-    reads_entries = False  # it builds the gzip index as it reads
+    reads_entries = False  # it builds the gzip index from the blob beside the entries (not started ahead)
     fs_meta_name = FS_META_NAMES[0]  # the snapshotter picks the file system by it
 
     def __init__(self, options: Ext4Options) -> None:

@@ -10,6 +10,7 @@ and chunk-based files and shared xattrs are refused by name.
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..treewalk import walk_tree
 from ..units import STREAM_CHUNK
@@ -106,7 +107,7 @@ class Entry:
 class ErofsImage:
     """The EROFS file system on a disk of `size` bytes read by `read(offset, length)`."""
 
-    type = "erofs"
+    type: ClassVar[str] = "erofs"
 
     def __init__(self, read: Read, size: int) -> None:
         self.read = read

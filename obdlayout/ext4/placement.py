@@ -5,7 +5,7 @@ bytes into the layer (an overlaybd layer holds its files' contents). `MapToTar` 
 blocks to where the bytes already lie in the original layer tar, and makes the layer a warp layer.
 """
 
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from ..layers.errors import TreeError
 from ..layers.tree import FileContent
@@ -18,7 +18,7 @@ SECTOR = 512
 
 
 class DataPlacement(Protocol):
-    maps_to_target: bool  # whether the layer must be a warp layer (its data lies in the layer tar)
+    maps_to_target: ClassVar[bool]  # whether the layer must be a warp layer (its data lies in the layer tar)
 
     def place(self, device: BlockDevice, runs: list[Run], content: FileContent) -> None:
         """Fill the file's allocated blocks `runs` (logical block → physical block) with its data."""
@@ -28,7 +28,7 @@ class DataPlacement(Protocol):
 class CopyData:
     """The file's bytes, read from the layer stream, written into the data blocks."""
 
-    maps_to_target = False
+    maps_to_target: ClassVar[bool] = False
 
     def place(self, device: BlockDevice, runs: list[Run], content: FileContent) -> None:
         step = STREAM_CHUNK // BLOCK_SIZE
@@ -50,7 +50,7 @@ class MapToTar:
     starts on a 512-byte block. A sparse file's data regions need not be 512-aligned in the tar, so its data
     is copied into the layer instead (turboOCI-apply refuses sparse entries altogether)."""
 
-    maps_to_target = True
+    maps_to_target: ClassVar[bool] = True
 
     def place(self, device: BlockDevice, runs: list[Run], content: FileContent) -> None:
         if content.regions is not None or content.stream_offset % SECTOR:
