@@ -56,6 +56,6 @@ fuzz: system-deps bytecode compiled
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache obdlayout/compiled.json obdlayout/compiled.json.part
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache obdlayout/compiled.json
 	find obdlayout -name '*.so' -delete
 	find obdlayout -name __pycache__ -type d -prune -exec rm -rf {} +

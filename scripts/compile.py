@@ -19,7 +19,8 @@ BUILD_DIR = ROOT / "build" / "compiled"
 
 sys.path.insert(0, str(ROOT))
 os.environ["OBDLAYOUT_INTERPRETED"] = "1"  # importing the package must not need the build this replaces
-from obdlayout.compiled import MANIFEST, build_is_current, extension_files, source_digest  # noqa: E402
+from obdlayout.atomic import atomic_output  # noqa: E402
+from obdlayout.compiled import MANIFEST, build_is_current, extension_files, recorded_build, source_digest  # noqa: E402
 
 # The per-entry paths of a conversion (ext4, layer rules, tar parsing and relay, LSMT/ZFile writing), TurboOCI
 # and EROFS writing, and the readers behind verify and extract. Left out: formats/commit.py and formats/blob.py,
@@ -39,10 +40,7 @@ MODULES = [
 
 
 def _up_to_date() -> bool:
-    if not build_is_current(str(PACKAGE)):
-        return False
-    recorded = set(json.loads((PACKAGE / MANIFEST).read_text(encoding="utf-8"))["sources"])
-    return recorded == set(MODULES)
+    return build_is_current(str(PACKAGE)) and set(recorded_build(str(PACKAGE))[0]) == set(MODULES)
 
 
 def _digests() -> dict[str, str]:
@@ -72,15 +70,14 @@ def main() -> None:
     # A Distribution of its own: setup() would read pyproject.toml, which an old setuptools cannot parse.
     dist = Distribution({"name": "obdlayout-compiled", "ext_modules": extensions})
     dist.script_name = "scripts/compile.py"
-    dist.script_args = ["-q", "build_ext", "--inplace", "--build-temp", str(BUILD_DIR), "-j", str(os.cpu_count() or 1)]
+    dist.script_args = ["-q", "build_ext", "--inplace", "--build-temp", str(BUILD_DIR)]
     dist.parse_command_line()
     dist.run_commands()
     if _digests() != sources:
         sys.exit("compile.py: a source changed while it was being compiled; run it again")
     record = {"sources": sources, "extensions": sorted(extension_files(str(PACKAGE)))}
-    partial = manifest.with_suffix(".json.part")
-    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    partial.replace(manifest)
+    with atomic_output(manifest) as out:
+        out.write(json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
     print(f"compiled {len(MODULES)} modules")
 
 

@@ -104,14 +104,18 @@ def _module_files(interpreted: bool) -> dict[str, str]:
     code = (
         "import importlib, json, sys; print(json.dumps({n: importlib.import_module(n).__file__ for n in sys.argv[1:]}))"
     )
-    env = {**os.environ, INTERPRETED_VARIABLE: "1"} if interpreted else _compiled_env()
+    env = _environment(interpreted)
     done = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, env=env, check=True)
     files: dict[str, str] = json.loads(done.stdout)
     return files
 
 
-def _compiled_env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if name != INTERPRETED_VARIABLE}
+def _environment(interpreted: bool) -> dict[str, str]:
+    """This process's environment, asking for the interpreted modules or not."""
+    env = {name: value for name, value in os.environ.items() if name != INTERPRETED_VARIABLE}
+    if interpreted:
+        env[INTERPRETED_VARIABLE] = "1"
+    return env
 
 
 def test_the_compiled_modules_run_when_built_and_the_sources_when_asked() -> None:
@@ -147,7 +151,7 @@ def test_compiled_and_interpreted_conversions_give_the_same_bytes(
     outputs = {}
     for interpreted in (False, True):
         out = tmp_path / ("interpreted" if interpreted else "compiled")
-        env = {**os.environ, INTERPRETED_VARIABLE: "1"} if interpreted else _compiled_env()
+        env = _environment(interpreted)
         command = [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(out), "-q", "-i", "src"]
         done = subprocess.run([*command, "--no-cache", *options], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
