@@ -109,7 +109,7 @@ def _registry_options(func: Any) -> Any:
     return func
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("convert", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("src", required=False)
 @click.argument("dst", required=False)
 @click.option(

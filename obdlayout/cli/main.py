@@ -1,15 +1,40 @@
 """Entry point: the `obdlayout` command group."""
 
+import importlib
+
 import click
 
-from .about import completion, print_version
-from .blob import blob
-from .cache import cache
-from .convert import convert_command
-from .inspect import cat, extract, inspect, ls, verify
+from .about import print_version
+
+# Each command's module is imported when the command runs (or help lists it): a convert need not load the
+# inspect, blob and cache commands' code, nor they the convert pipeline.
+COMMANDS = {
+    "blob": "blob:blob",
+    "cache": "cache:cache",
+    "cat": "inspect:cat",
+    "completion": "about:completion",
+    "convert": "convert:convert_command",
+    "extract": "inspect:extract",
+    "inspect": "inspect:inspect",
+    "ls": "inspect:ls",
+    "verify": "inspect:verify",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, _, name = COMMANDS[cmd_name].partition(":")
+        command = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version",
     is_flag=True,
@@ -23,17 +48,6 @@ def cli() -> None:
 
     No overlaybd tools, containerd or root are needed.
     """
-
-
-cli.add_command(blob)
-cli.add_command(inspect)
-cli.add_command(ls)
-cli.add_command(cat)
-cli.add_command(extract)
-cli.add_command(verify)
-cli.add_command(convert_command, name="convert")
-cli.add_command(cache)
-cli.add_command(completion)
 
 
 def main() -> None:

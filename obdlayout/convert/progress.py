@@ -12,17 +12,6 @@ from multiprocessing import get_context
 from multiprocessing.queues import SimpleQueue
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-
 from ..units import human_rate, human_size
 
 PROGRESS_INTERVAL = 0.25  # seconds between byte-count events of one layer
@@ -119,40 +108,18 @@ class Display:
 
     def _run(self) -> None:
         if self._mode == "bars":
-            self._bars()
+            from .bars import show_bars  # rich adds 70 ms to a convert's start: loaded only to show bars
+
+            show_bars(self._events, self._stream)
             return
         while (event := self._events.receive()) is not None:
-            line = _line(event)
+            line = event_line(event)
             if line and (self._mode == "lines" or (isinstance(event, Message) and event.warning)):
                 print(line, file=self._stream, flush=True)
 
-    def _bars(self) -> None:
-        console = Console(file=self._stream)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-        )
-        tasks: dict[str, TaskID] = {}
-        with Progress(*columns, console=console, transient=False) as bars:
-            while (event := self._events.receive()) is not None:
-                if isinstance(event, LayerStarted):
-                    tasks[event.key] = bars.add_task(event.label, total=None)
-                elif isinstance(event, LayerProgress) and event.key in tasks:
-                    bars.update(tasks[event.key], completed=event.done)
-                elif isinstance(event, LayerFinished):
-                    task = tasks.pop(event.key, None)
-                    if task is not None:
-                        bars.update(task, total=event.tar_bytes, completed=event.tar_bytes)
-                    else:
-                        bars.console.print(_line(event))
-                elif isinstance(event, Message):
-                    bars.console.print(_line(event), markup=False)
 
-
-def _line(event: Event) -> str:
+def event_line(event: Event) -> str:
+    """What a line of output says of `event` (empty for byte counts)."""
     if isinstance(event, LayerStarted):
         return f"converting {event.label}"
     if isinstance(event, LayerFinished):
