@@ -34,6 +34,7 @@ from obdlayout.compiled import INTERPRETED_VARIABLE
 from obdlayout.convert.tools import APPLY, COMMIT, CREATE, DEFAULT_TOOLS_DIR, TURBO_APPLY
 from obdlayout.formats.turbo_archive import FS_META_NAMES
 
+from . import floor
 from .inputs import OUT, derived_tar, large_files, python_tree, run_measured, tar_of
 
 MB = 1_000_000
@@ -198,9 +199,16 @@ def run() -> dict[str, object]:
         "gzip_mb": round(compressed / MB, 1),
     }
     print(f"  convert {result['layers']} gzip layers, {tar_bytes / MB:.0f} MB tar ({compressed / MB:.0f} MB gzip):")
-    runs = {name: _convert(source, tar_bytes, name, options) for name, options in RUNS.items()}
+    runs: dict[str, dict[str, float]] = {}
+    native: dict[str, float] = {}
+    for name, options in RUNS.items():
+        runs[name] = _convert(source, tar_bytes, name, options)
+        if name == "overlaybd":  # its output is replaced by the next run's
+            native = floor.run(source, "bench", OUT / "convert-output", "bench-obd", floor.cores())
+    result["native_floor"] = native
     result.update(runs)
-    result["real_tools"] = _real_tools(source, tar_bytes, runs)
+    result["real_tools"] = tools = _real_tools(source, tar_bytes, runs)
+    _floor_against_tools(native, tools)
     result["stages"] = _stages(source)
     result["sizes"] = _sizes(source, runs["overlaybd"])
     ext4, erofs = runs["turbo-oci"], runs["turbo-erofs"]
@@ -234,6 +242,14 @@ def _real_tools(source: Path, tar_bytes: int, runs: dict[str, dict[str, float]])
         result[name] = {**theirs, "ours_over_theirs": round(ratio, 3)}
         print(f"    {name}: ours took {ratio:.2f} x the real tools' time")
     return result
+
+
+def _floor_against_tools(native: dict[str, float], tools: dict[str, object]) -> None:
+    """The native floor as a share of the real tools' time: the least ratio any scheduling of this work allows."""
+    theirs = tools.get("overlaybd")
+    if isinstance(theirs, dict) and "seconds" in theirs:
+        native["floor_over_real_tools"] = round(native["floor_s"] / theirs["seconds"], 3)
+        print(f"    the native floor is {native['floor_over_real_tools']:.2f} x the real tools' time")
 
 
 def _stages(source: Path) -> dict[str, object]:
