@@ -10,7 +10,7 @@ and chunk-based files and shared xattrs are refused by name.
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from ..treewalk import walk_tree
 from ..units import STREAM_CHUNK
@@ -42,7 +42,7 @@ from .layout import (
 )
 
 Read = Callable[[int, int], bytes]  # (offset, length) -> bytes of the virtual disk
-_KINDS = {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK}
+_KINDS: Final = {stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK}
 
 
 @dataclass(frozen=True, slots=True)

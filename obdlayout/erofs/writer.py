@@ -19,6 +19,7 @@ Nothing here reads the clock or a random source: the same layers give the same b
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Final
 
 from ..ext4.device import BlockDevice
 from ..ext4.extents import Run
@@ -61,11 +62,11 @@ from .layout import (
 )
 from .reader import ErofsImage, ErofsInode, dirent_block
 
-FIRST_FREE_BLOCK = -(-ROOT_SLOT_END // BLOCK_SIZE)  # blocks 0-4 hold the superblock and the root slot
-ROOT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
-_KIND_OF_FILE_TYPE = {file_type: kind for kind, file_type in FILE_TYPE_OF_KIND.items()}
+FIRST_FREE_BLOCK: Final = -(-ROOT_SLOT_END // BLOCK_SIZE)  # blocks 0-4 hold the superblock and the root slot
+ROOT_STAMP: Final = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
+_KIND_OF_FILE_TYPE: Final = {file_type: kind for kind, file_type in FILE_TYPE_OF_KIND.items()}
 # §8.3: overlayfs' opaque marker; the merged tree says what it said, so overlaybd strips it.
-STRIPPED_XATTRS = frozenset({"trusted.overlay.opaque"})
+STRIPPED_XATTRS: Final = frozenset({"trusted.overlay.opaque"})
 _DOT, _DOTDOT = b".", b".."
 
 

@@ -7,6 +7,7 @@ layer commits: a block this layer already emitted as file data is never handed o
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from ..units import GiB, MiB
 from .checksum import group_desc_checksum
@@ -25,7 +26,7 @@ from .layout import (
 )
 
 # A byte holding a bit of the wanted value: not all zeros (looking for a 1), not all ones (for a 0).
-_BYTE_WITH = {True: re.compile(rb"[^\x00]"), False: re.compile(rb"[^\xff]")}
+_BYTE_WITH: Final = {True: re.compile(rb"[^\x00]"), False: re.compile(rb"[^\xff]")}
 
 
 def first_bit(bitmap: bytearray, start: int, end: int, value: bool) -> int:

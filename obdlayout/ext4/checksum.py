@@ -6,6 +6,7 @@ its checksum field (lib/ext2fs/csum.c, ext2fs_group_desc_csum).
 """
 
 import struct
+from typing import Final
 
 from .layout import GroupDesc
 
@@ -20,7 +21,7 @@ def _table() -> list[int]:
     return table
 
 
-_TABLE = _table()
+_TABLE: Final = _table()
 
 
 def crc16(data: bytes | bytearray, crc: int = 0xFFFF) -> int:

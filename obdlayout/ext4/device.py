@@ -7,13 +7,14 @@ block is written both ways, and never twice as data (blocks freed in a layer are
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
 from ..formats.lsmt_writer import LsmtWriter
 from .errors import CorruptFilesystem
 from .layout import BLOCK_SIZE
 
-_ZERO_BLOCK = bytes(BLOCK_SIZE)
-_CACHE_BLOCKS = 4096  # clean lower blocks kept for re-reading (16 MiB)
+_ZERO_BLOCK: Final = bytes(BLOCK_SIZE)
+_CACHE_BLOCKS: Final = 4096  # clean lower blocks kept for re-reading (16 MiB)
 
 LowerRead = Callable[[int, int], bytes]
 

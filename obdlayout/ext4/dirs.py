@@ -6,13 +6,14 @@ empty entries spanning the block, so reading and rewriting it as linear is alway
 """
 
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 from .errors import CorruptFilesystem
 from .layout import BLOCK_SIZE, DIRENT_HEADER, FT_DIR
 
-_EMPTY_BLOCK = DIRENT_HEADER.pack(0, BLOCK_SIZE, 0, 0).ljust(BLOCK_SIZE, b"\0")
-_DOT = b"."
-_DOTDOT = b".."
+_EMPTY_BLOCK: Final = DIRENT_HEADER.pack(0, BLOCK_SIZE, 0, 0).ljust(BLOCK_SIZE, b"\0")
+_DOT: Final = b"."
+_DOTDOT: Final = b".."
 
 
 def _entry_size(name_len: int) -> int:

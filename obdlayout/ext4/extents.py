@@ -6,7 +6,7 @@ leaf entries; 4 entries fit in the inode, 340 in a 4 KiB tree block).
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .errors import CorruptFilesystem
 from .layout import (
@@ -24,9 +24,9 @@ from .layout import (
 )
 
 ReadBlock = Callable[[int], bytes | bytearray]
-_MAX_DEPTH = 5  # the kernel's limit
-_DIRECT_BLOCKS = 12
-_POINTERS_PER_BLOCK = BLOCK_SIZE // 4
+_MAX_DEPTH: Final = 5  # the kernel's limit
+_DIRECT_BLOCKS: Final = 12
+_POINTERS_PER_BLOCK: Final = BLOCK_SIZE // 4
 
 
 class Run(NamedTuple):

@@ -8,6 +8,7 @@ Nothing here reads the clock or a random source: the same operations give the sa
 import struct
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Final
 
 from ..layers.tree import SYMLINK_PERMISSIONS, FileContent, Stamp
 from .alloc import Allocator, Geometry
@@ -54,14 +55,14 @@ from .layout import (
 from .placement import COPY_DATA, DataPlacement
 from .xattr import XattrError, block_refcount, layout, make_attrs
 
-MAX_LINKS = 65000
+MAX_LINKS: Final = 65000
 # Extents address 2^32 logical blocks: with 4 KiB blocks, 16 TiB is the largest file (ext4 docs, "Extent Tree").
-MAX_FILE_SIZE = (1 << 32) * BLOCK_SIZE
+MAX_FILE_SIZE: Final = (1 << 32) * BLOCK_SIZE
 # Old-style device numbers fit one i_block word when major and minor are both below 256.
-_OLD_DEV_LIMIT = 256
+_OLD_DEV_LIMIT: Final = 256
 # The new encoding (Linux's new_encode_dev) holds 12 bits of major and 20 of minor.
-MAJOR_LIMIT = 1 << 12
-MINOR_LIMIT = 1 << 20
+MAJOR_LIMIT: Final = 1 << 12
+MINOR_LIMIT: Final = 1 << 20
 
 
 def _check_name(name: bytes) -> None:

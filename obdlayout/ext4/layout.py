@@ -8,57 +8,57 @@ kept as raw bytes with named field accessors, so fields this writer does not kno
 import struct
 from typing import ClassVar, Final
 
-BLOCK_SIZE = 4096
-LOG_BLOCK_SIZE = 2  # block size = 1024 << 2
-SUPERBLOCK_OFFSET = 1024
-SUPERBLOCK_SIZE = 1024
-EXT4_MAGIC = 0xEF53
-ROOT_INO = 2
-LOST_FOUND_INO = 11
-FIRST_INO = 11  # inodes below this are reserved
-GOOD_OLD_INODE_SIZE = 128
-INODE_SIZE = 256
-EXTRA_ISIZE = 32  # the extra fields e2fsprogs fills: checksum_hi to projid
-DESC_SIZE_64BIT = 64
-DESC_SIZE_32BIT = 32
+BLOCK_SIZE: Final = 4096
+LOG_BLOCK_SIZE: Final = 2  # block size = 1024 << 2
+SUPERBLOCK_OFFSET: Final = 1024
+SUPERBLOCK_SIZE: Final = 1024
+EXT4_MAGIC: Final = 0xEF53
+ROOT_INO: Final = 2
+LOST_FOUND_INO: Final = 11
+FIRST_INO: Final = 11  # inodes below this are reserved
+GOOD_OLD_INODE_SIZE: Final = 128
+INODE_SIZE: Final = 256
+EXTRA_ISIZE: Final = 32  # the extra fields e2fsprogs fills: checksum_hi to projid
+DESC_SIZE_64BIT: Final = 64
+DESC_SIZE_32BIT: Final = 32
 
 # Superblock s_feature_compat / incompat / ro_compat bits.
-COMPAT_HAS_JOURNAL = 0x4
-COMPAT_EXT_ATTR = 0x8
-COMPAT_RESIZE_INODE = 0x10
-COMPAT_DIR_INDEX = 0x20
-COMPAT_SPARSE_SUPER2 = 0x200
-INCOMPAT_FILETYPE = 0x2
-INCOMPAT_RECOVER = 0x4
-INCOMPAT_JOURNAL_DEV = 0x8
-INCOMPAT_META_BG = 0x10
-INCOMPAT_EXTENTS = 0x40
-INCOMPAT_64BIT = 0x80
-INCOMPAT_MMP = 0x100
-INCOMPAT_FLEX_BG = 0x200
-INCOMPAT_EA_INODE = 0x400
-INCOMPAT_DIRDATA = 0x1000
-INCOMPAT_CSUM_SEED = 0x2000
-INCOMPAT_LARGEDIR = 0x4000
-INCOMPAT_INLINE_DATA = 0x8000
-INCOMPAT_ENCRYPT = 0x10000
-INCOMPAT_CASEFOLD = 0x20000
-RO_COMPAT_SPARSE_SUPER = 0x1
-RO_COMPAT_LARGE_FILE = 0x2
-RO_COMPAT_HUGE_FILE = 0x8
-RO_COMPAT_GDT_CSUM = 0x10
-RO_COMPAT_DIR_NLINK = 0x20
-RO_COMPAT_EXTRA_ISIZE = 0x40
-RO_COMPAT_QUOTA = 0x100
-RO_COMPAT_BIGALLOC = 0x200
-RO_COMPAT_METADATA_CSUM = 0x400
-RO_COMPAT_READONLY = 0x1000
-RO_COMPAT_PROJECT = 0x2000
-RO_COMPAT_VERITY = 0x8000
+COMPAT_HAS_JOURNAL: Final = 0x4
+COMPAT_EXT_ATTR: Final = 0x8
+COMPAT_RESIZE_INODE: Final = 0x10
+COMPAT_DIR_INDEX: Final = 0x20
+COMPAT_SPARSE_SUPER2: Final = 0x200
+INCOMPAT_FILETYPE: Final = 0x2
+INCOMPAT_RECOVER: Final = 0x4
+INCOMPAT_JOURNAL_DEV: Final = 0x8
+INCOMPAT_META_BG: Final = 0x10
+INCOMPAT_EXTENTS: Final = 0x40
+INCOMPAT_64BIT: Final = 0x80
+INCOMPAT_MMP: Final = 0x100
+INCOMPAT_FLEX_BG: Final = 0x200
+INCOMPAT_EA_INODE: Final = 0x400
+INCOMPAT_DIRDATA: Final = 0x1000
+INCOMPAT_CSUM_SEED: Final = 0x2000
+INCOMPAT_LARGEDIR: Final = 0x4000
+INCOMPAT_INLINE_DATA: Final = 0x8000
+INCOMPAT_ENCRYPT: Final = 0x10000
+INCOMPAT_CASEFOLD: Final = 0x20000
+RO_COMPAT_SPARSE_SUPER: Final = 0x1
+RO_COMPAT_LARGE_FILE: Final = 0x2
+RO_COMPAT_HUGE_FILE: Final = 0x8
+RO_COMPAT_GDT_CSUM: Final = 0x10
+RO_COMPAT_DIR_NLINK: Final = 0x20
+RO_COMPAT_EXTRA_ISIZE: Final = 0x40
+RO_COMPAT_QUOTA: Final = 0x100
+RO_COMPAT_BIGALLOC: Final = 0x200
+RO_COMPAT_METADATA_CSUM: Final = 0x400
+RO_COMPAT_READONLY: Final = 0x1000
+RO_COMPAT_PROJECT: Final = 0x2000
+RO_COMPAT_VERITY: Final = 0x8000
 
 # What this writer can keep consistent when it modifies a file system made elsewhere.
-SUPPORTED_INCOMPAT = INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG
-SUPPORTED_RO_COMPAT = (
+SUPPORTED_INCOMPAT: Final = INCOMPAT_FILETYPE | INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG
+SUPPORTED_RO_COMPAT: Final = (
     RO_COMPAT_SPARSE_SUPER
     | RO_COMPAT_LARGE_FILE
     | RO_COMPAT_HUGE_FILE
@@ -68,36 +68,36 @@ SUPPORTED_RO_COMPAT = (
 )
 
 # Superblock s_state, s_errors, s_flags, s_def_hash_version, s_default_mount_opts.
-STATE_CLEAN = 1
-ERRORS_CONTINUE = 1
-FLAGS_SIGNED_HASH = 0x1
-HASH_HALF_MD4 = 1
-MOUNT_OPTS_XATTR_USER_ACL = 0x0004 | 0x0008
+STATE_CLEAN: Final = 1
+ERRORS_CONTINUE: Final = 1
+FLAGS_SIGNED_HASH: Final = 0x1
+HASH_HALF_MD4: Final = 1
+MOUNT_OPTS_XATTR_USER_ACL: Final = 0x0004 | 0x0008
 
 # Group descriptor bg_flags.
-BG_INODE_UNINIT = 0x1
-BG_BLOCK_UNINIT = 0x2
-BG_INODE_ZEROED = 0x4
+BG_INODE_UNINIT: Final = 0x1
+BG_BLOCK_UNINIT: Final = 0x2
+BG_INODE_ZEROED: Final = 0x4
 
 # Inode i_mode file types and i_flags.
-S_IFMT = 0o170000
-S_IFSOCK = 0o140000
-S_IFLNK = 0o120000
-S_IFREG = 0o100000
-S_IFBLK = 0o060000
-S_IFDIR = 0o040000
-S_IFCHR = 0o020000
-S_IFIFO = 0o010000
-INODE_FLAG_INDEX = 0x1000  # hashed (htree) directory
-INODE_FLAG_HUGE_FILE = 0x40000
-INODE_FLAG_EXTENTS = 0x80000
-INODE_FLAG_INLINE_DATA = 0x10000000
-FAST_SYMLINK_MAX = 59  # targets shorter than i_block's 60 bytes live in the inode
-DIR_NLINK_MAX = 65000  # past this a directory's link count is 1 (dir_nlink)
+S_IFMT: Final = 0o170000
+S_IFSOCK: Final = 0o140000
+S_IFLNK: Final = 0o120000
+S_IFREG: Final = 0o100000
+S_IFBLK: Final = 0o060000
+S_IFDIR: Final = 0o040000
+S_IFCHR: Final = 0o020000
+S_IFIFO: Final = 0o010000
+INODE_FLAG_INDEX: Final = 0x1000  # hashed (htree) directory
+INODE_FLAG_HUGE_FILE: Final = 0x40000
+INODE_FLAG_EXTENTS: Final = 0x80000
+INODE_FLAG_INLINE_DATA: Final = 0x10000000
+FAST_SYMLINK_MAX: Final = 59  # targets shorter than i_block's 60 bytes live in the inode
+DIR_NLINK_MAX: Final = 65000  # past this a directory's link count is 1 (dir_nlink)
 
 # Directory entry file types (filetype feature).
 FT_UNKNOWN, FT_REG, FT_DIR, FT_CHR, FT_BLK, FT_FIFO, FT_SOCK, FT_SYMLINK = range(8)
-FILE_TYPE_OF_MODE = {
+FILE_TYPE_OF_MODE: Final = {
     S_IFREG: FT_REG,
     S_IFDIR: FT_DIR,
     S_IFCHR: FT_CHR,
@@ -106,22 +106,22 @@ FILE_TYPE_OF_MODE = {
     S_IFSOCK: FT_SOCK,
     S_IFLNK: FT_SYMLINK,
 }
-DIRENT_HEADER = struct.Struct("<IHBB")  # inode, rec_len, name_len, file_type
-MAX_NAME_LEN = 255
+DIRENT_HEADER: Final = struct.Struct("<IHBB")  # inode, rec_len, name_len, file_type
+MAX_NAME_LEN: Final = 255
 
 # Extent tree ("The Contents of inode.i_block").
-EXTENT_MAGIC = 0xF30A
-EXTENT_HEADER = struct.Struct("<HHHHI")  # magic, entries, max, depth, generation
-EXTENT_LEAF = struct.Struct("<IHHI")  # logical block, length, start_hi, start_lo
-EXTENT_INDEX = struct.Struct("<IIHH")  # logical block, leaf_lo, leaf_hi, unused
-EXTENT_ENTRY_SIZE = 12
-EXTENT_MAX_INIT_LEN = 32768  # longest initialized extent
-EXTENT_UNINIT_FLAG = 32768  # lengths above this mark unwritten extents
-I_BLOCK_SIZE = 60
-EXTENTS_IN_INODE = (I_BLOCK_SIZE - EXTENT_HEADER.size) // EXTENT_ENTRY_SIZE  # 4
-EXTENTS_IN_BLOCK = (BLOCK_SIZE - EXTENT_HEADER.size) // EXTENT_ENTRY_SIZE  # 340
+EXTENT_MAGIC: Final = 0xF30A
+EXTENT_HEADER: Final = struct.Struct("<HHHHI")  # magic, entries, max, depth, generation
+EXTENT_LEAF: Final = struct.Struct("<IHHI")  # logical block, length, start_hi, start_lo
+EXTENT_INDEX: Final = struct.Struct("<IIHH")  # logical block, leaf_lo, leaf_hi, unused
+EXTENT_ENTRY_SIZE: Final = 12
+EXTENT_MAX_INIT_LEN: Final = 32768  # longest initialized extent
+EXTENT_UNINIT_FLAG: Final = 32768  # lengths above this mark unwritten extents
+I_BLOCK_SIZE: Final = 60
+EXTENTS_IN_INODE: Final = (I_BLOCK_SIZE - EXTENT_HEADER.size) // EXTENT_ENTRY_SIZE  # 4
+EXTENTS_IN_BLOCK: Final = (BLOCK_SIZE - EXTENT_HEADER.size) // EXTENT_ENTRY_SIZE  # 340
 
-SECTORS_PER_BLOCK = BLOCK_SIZE // 512
+SECTORS_PER_BLOCK: Final = BLOCK_SIZE // 512
 
 
 class _Fields:
@@ -476,9 +476,9 @@ class Inode(_Fields):
 
 # The kernel's range of ext4 times: signed 32-bit seconds, extended by 2 epoch bits when the inode has
 # its extra fields (EXT4_EXTRA_TIMESTAMP_MAX); times outside are clamped, as the kernel clamps them.
-TIME_MIN = -(2**31)
-TIME_MAX_NARROW = 2**31 - 1
-TIME_MAX_EXTRA = 2**34 - 1 - 2**31
+TIME_MIN: Final = -(2**31)
+TIME_MAX_NARROW: Final = 2**31 - 1
+TIME_MAX_EXTRA: Final = 2**34 - 1 - 2**31
 
 
 def clamp_time(seconds: int, nanoseconds: int, extra: bool) -> tuple[int, int]:

@@ -12,6 +12,8 @@ huge_file flex_bg extent extra_isize. Deliberate differences from photon's mkfs:
 No clock and no random source: the UUID and hash seed are zero, as photon's mkfs leaves them.
 """
 
+from typing import Final
+
 from ..layers.tree import Stamp
 from ..units import MiB
 from .alloc import has_super
@@ -51,18 +53,18 @@ from .layout import (
 )
 from .placement import COPY_DATA, DataPlacement
 
-BLOCKS_PER_GROUP = BLOCK_SIZE * 8
-BYTES_PER_INODE = 16384
-RESERVED_PERCENT = 5
-LOG_GROUPS_PER_FLEX = 4
-INODES_PER_BLOCK = BLOCK_SIZE // INODE_SIZE
+BLOCKS_PER_GROUP: Final = BLOCK_SIZE * 8
+BYTES_PER_INODE: Final = 16384
+RESERVED_PERCENT: Final = 5
+LOG_GROUPS_PER_FLEX: Final = 4
+INODES_PER_BLOCK: Final = BLOCK_SIZE // INODE_SIZE
 # mke2fs drops a last group too small to be worth its overhead.
-MIN_LAST_GROUP_BLOCKS = 256
-MIN_SIZE = 8 * MiB
+MIN_LAST_GROUP_BLOCKS: Final = 256
+MIN_SIZE: Final = 8 * MiB
 # photon's mkfs: lost+found made, then expanded twice.
-LOST_FOUND_BLOCKS = 3
-ROOT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
-LOST_FOUND_STAMP = Stamp(mode=0o700, uid=0, gid=0, mtime=0)
+LOST_FOUND_BLOCKS: Final = 3
+ROOT_STAMP: Final = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
+LOST_FOUND_STAMP: Final = Stamp(mode=0o700, uid=0, gid=0, mtime=0)
 
 
 def _superblock(blocks: int, groups: int, inodes_per_group: int) -> Superblock:

@@ -5,7 +5,7 @@ bytes into the layer (an overlaybd layer holds its files' contents). `MapToTar` 
 blocks to where the bytes already lie in the original layer tar, and makes the layer a warp layer.
 """
 
-from typing import ClassVar, Protocol
+from typing import ClassVar, Final, Protocol
 
 from ..layers.errors import TreeError
 from ..layers.tree import FileContent
@@ -14,7 +14,7 @@ from .device import BlockDevice
 from .extents import Run
 from .layout import BLOCK_SIZE
 
-SECTOR = 512
+SECTOR: Final = 512
 
 
 class DataPlacement(Protocol):
@@ -63,5 +63,5 @@ class MapToTar:
                 device.map_target(run.physical, -(-length // SECTOR) * SECTOR, content.stream_offset + start)
 
 
-COPY_DATA = CopyData()
-MAP_TO_TAR = MapToTar()
+COPY_DATA: Final = CopyData()
+MAP_TO_TAR: Final = MapToTar()

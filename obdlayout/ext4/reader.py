@@ -9,6 +9,7 @@ Nodes" for device numbers), and the kernel's old/new_decode_dev.
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from ..treewalk import walk_tree
 from ..units import STREAM_CHUNK
@@ -44,8 +45,8 @@ from .xattr import (
     value_from_disk,
 )
 
-_ZEROS = bytes(STREAM_CHUNK)
-_EROFS_MAGIC = 0xE0F5E1E2  # at byte 1024 of an erofs image, like ext4's superblock
+_ZEROS: Final = bytes(STREAM_CHUNK)
+_EROFS_MAGIC: Final = 0xE0F5E1E2  # at byte 1024 of an erofs image, like ext4's superblock
 
 
 class ImageFilesystem(Filesystem):

@@ -7,21 +7,21 @@ over entry hashes). POSIX ACLs are converted from the xattr (VFS) form tar carri
 
 import struct
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .layout import BLOCK_SIZE
 
-XATTR_MAGIC = 0xEA020000
-ENTRY = struct.Struct("<BBHIII")  # name_len, name_index, value_offs, value_inum, value_size, hash
-BLOCK_HEADER = struct.Struct("<IIIII12x")  # magic, refcount, blocks, hash, checksum, reserved
-MAGIC = struct.Struct("<I")
-_NAME_HASH_SHIFT = 5
-_VALUE_HASH_SHIFT = 16
-_BLOCK_HASH_SHIFT = 16
-_MASK = 0xFFFFFFFF
+XATTR_MAGIC: Final = 0xEA020000
+ENTRY: Final = struct.Struct("<BBHIII")  # name_len, name_index, value_offs, value_inum, value_size, hash
+BLOCK_HEADER: Final = struct.Struct("<IIIII12x")  # magic, refcount, blocks, hash, checksum, reserved
+MAGIC: Final = struct.Struct("<I")
+_NAME_HASH_SHIFT: Final = 5
+_VALUE_HASH_SHIFT: Final = 16
+_BLOCK_HASH_SHIFT: Final = 16
+_MASK: Final = 0xFFFFFFFF
 
 # Name index prefixes (kernel fs/ext4/xattr.h, EXT4_XATTR_INDEX_*); whole names come first.
-_INDEXES: list[tuple[str, int]] = [
+_INDEXES: Final[list[tuple[str, int]]] = [
     ("system.posix_acl_access", 2),
     ("system.posix_acl_default", 3),
     ("system.richacl", 8),
@@ -30,17 +30,17 @@ _INDEXES: list[tuple[str, int]] = [
     ("security.", 6),
     ("system.", 7),
 ]
-_ACL_INDEXES = {2, 3}
-_PREFIX_OF_INDEX = {index: prefix for prefix, index in _INDEXES}
+_ACL_INDEXES: Final = {2, 3}
+_PREFIX_OF_INDEX: Final = {index: prefix for prefix, index in _INDEXES}
 
 # POSIX ACL: VFS form (version 2, 8-byte entries) and ext4 form (version 1, short entries for the owner classes).
-_VFS_ACL_VERSION = 2
-_EXT4_ACL_VERSION = 1
-_ACL_HEADER = struct.Struct("<I")
-_VFS_ACL_ENTRY = struct.Struct("<HHI")
-_ACL_SHORT = struct.Struct("<HH")
+_VFS_ACL_VERSION: Final = 2
+_EXT4_ACL_VERSION: Final = 1
+_ACL_HEADER: Final = struct.Struct("<I")
+_VFS_ACL_ENTRY: Final = struct.Struct("<HHI")
+_ACL_SHORT: Final = struct.Struct("<HH")
 _ACL_USER, _ACL_GROUP = 0x02, 0x08
-_ACL_UNDEFINED_ID = 0xFFFFFFFF  # the id the kernel reports for the owner, group, mask and other entries
+_ACL_UNDEFINED_ID: Final = 0xFFFFFFFF  # the id the kernel reports for the owner, group, mask and other entries
 
 
 class XattrError(ValueError):

@@ -5,12 +5,14 @@ package computes the standard (inverted) variant in hardware; the two are relate
 raw(data, seed) = ~std(data, ~seed).
 """
 
+from typing import Final
+
 import crc32c as _crc32c
 
-_MASK = 0xFFFFFFFF
+_MASK: Final = 0xFFFFFFFF
 
 # §3.3: every ZFile block's CRC is salted with this seed.
-BLOCK_CRC_SEED = 100007
+BLOCK_CRC_SEED: Final = 100007
 
 
 def raw_crc32c(data: bytes | bytearray | memoryview, seed: int = 0) -> int:

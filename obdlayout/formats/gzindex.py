@@ -17,32 +17,32 @@ import zlib
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from ..inflate import WINDOW, Boundary, RawInflater
 from .crc import raw_crc32c
 from .errors import FormatError
 from .source import ByteSource
 
-MAGIC = b"ddgzidx\x00"
-MAJOR_VERSION = 1
-MINOR_VERSION = 0
-DICT_RAW = 0
-DICT_ZLIB = 1  # the tools' default
-DEFAULT_LEVEL = 6  # GZ_COMPRESS_LEVEL
-DEFAULT_SPAN = 1 << 20  # GZ_CHUNK_SIZE: turboOCI-apply's checkpoint spacing
-MIN_SPAN = 65536  # DEFLATE_BLOCK_UNCOMPRESS_MAX_SIZE: create_gz_index refuses a smaller span
+MAGIC: Final = b"ddgzidx\x00"
+MAJOR_VERSION: Final = 1
+MINOR_VERSION: Final = 0
+DICT_RAW: Final = 0
+DICT_ZLIB: Final = 1  # the tools' default
+DEFAULT_LEVEL: Final = 6  # GZ_COMPRESS_LEVEL
+DEFAULT_SPAN: Final = 1 << 20  # GZ_CHUNK_SIZE: turboOCI-apply's checkpoint spacing
+MIN_SPAN: Final = 65536  # DEFLATE_BLOCK_UNCOMPRESS_MAX_SIZE: create_gz_index refuses a smaller span
 # Header fields (packed): magic, major, minor, dict_compress_algo, dict_compress_level (int8), flag, span,
 # window, index_size (the entry size), index_num, gzip_file_size, index_file_size, uncompress_file_size,
 # reserve[256], index_start, index_area_len, crc.
-HEADER = struct.Struct("<8sBBBbBiiiqqqq256sqqI")
+HEADER: Final = struct.Struct("<8sBBBbBiiiqqqq256sqqI")
 assert HEADER.size == 333
-CRC_COVERS = HEADER.size - 4  # the CRC is over the header without itself
+CRC_COVERS: Final = HEADER.size - 4  # the CRC is over the header without itself
 # Entry fields (packed): de_pos, en_pos, win_pos, bits, win_len.
-ENTRY = struct.Struct("<qqqBI")
+ENTRY: Final = struct.Struct("<qqqBI")
 assert ENTRY.size == 29
-READ_CHUNK = 65536  # compressed bytes fed to a reader's inflate at once, as gzfile.cpp reads them
-_OUT_CHUNK = 1 << 20  # uncompressed bytes asked of one inflate call
+READ_CHUNK: Final = 65536  # compressed bytes fed to a reader's inflate at once, as gzfile.cpp reads them
+_OUT_CHUNK: Final = 1 << 20  # uncompressed bytes asked of one inflate call
 
 
 @dataclass(frozen=True)

@@ -3,59 +3,60 @@
 import re
 import struct
 from dataclasses import dataclass
+from typing import Final
 
-SECTOR = 512
+SECTOR: Final = 512
 # §2.1: header and trailer are 4096-byte blocks; data starts right after the header.
-HT_SPACE = 4096
-DATA_START_SECTOR = HT_SPACE // SECTOR
+HT_SPACE: Final = 4096
+DATA_START_SECTOR: Final = HT_SPACE // SECTOR
 
-MAGIC0 = b"LSMT\x00\x01\x02\x00"
-MAGIC1 = bytes.fromhex("657E63D29444084CA2D2C8EC4FCFAE8A")
+MAGIC0: Final = b"LSMT\x00\x01\x02\x00"
+MAGIC1: Final = bytes.fromhex("657E63D29444084CA2D2C8EC4FCFAE8A")
 
 # §2.1 flag bits.
-FLAG_HEADER = 0x01
-FLAG_DATA = 0x02
-FLAG_SEALED = 0x04
-FLAG_SPARSE_RW = 0x10
-COMMITTED_HEADER_FLAGS = FLAG_HEADER | FLAG_DATA | FLAG_SEALED
-COMMITTED_TRAILER_FLAGS = FLAG_DATA | FLAG_SEALED
+FLAG_HEADER: Final = 0x01
+FLAG_DATA: Final = 0x02
+FLAG_SEALED: Final = 0x04
+FLAG_SPARSE_RW: Final = 0x10
+COMMITTED_HEADER_FLAGS: Final = FLAG_HEADER | FLAG_DATA | FLAG_SEALED
+COMMITTED_TRAILER_FLAGS: Final = FLAG_DATA | FLAG_SEALED
 
-VERSION = 1
-SUB_VERSION = 1
-USER_TAG_SIZE = 256
-UUID_FIELD_SIZE = 37
+VERSION: Final = 1
+SUB_VERSION: Final = 1
+USER_TAG_SIZE: Final = 256
+UUID_FIELD_SIZE: Final = 37
 
 # §2.1: magic0, magic1, size, flags, index_offset, index_size, virtual_size, uuid, parent_uuid,
 # reserved, version, sub_version, user_tag. Packed, 390 bytes.
-HEADER_STRUCT = struct.Struct("<8s16sIIQQQ37s37s2sBB256s")
+HEADER_STRUCT: Final = struct.Struct("<8s16sIIQQQ37s37s2sBB256s")
 assert HEADER_STRUCT.size == 390
 
 # §2.2: two little-endian u64 words.
-RECORD_STRUCT = struct.Struct("<QQ")
-RECORD_SIZE = RECORD_STRUCT.size
-OFFSET_BITS = 50
-LENGTH_BITS = 14
-MOFFSET_BITS = 55
-OFFSET_MASK = (1 << OFFSET_BITS) - 1
-MOFFSET_MASK = (1 << MOFFSET_BITS) - 1
-MAX_RECORD_SECTORS = (1 << LENGTH_BITS) - 1  # 16383
-INVALID_OFFSET = OFFSET_MASK
-INVALID_RECORD = RECORD_STRUCT.pack(INVALID_OFFSET, 0)
-ZEROED_SHIFT = 55
-ZEROED_BIT = 1 << ZEROED_SHIFT
-TAG_SHIFT = 56
+RECORD_STRUCT: Final = struct.Struct("<QQ")
+RECORD_SIZE: Final = RECORD_STRUCT.size
+OFFSET_BITS: Final = 50
+LENGTH_BITS: Final = 14
+MOFFSET_BITS: Final = 55
+OFFSET_MASK: Final = (1 << OFFSET_BITS) - 1
+MOFFSET_MASK: Final = (1 << MOFFSET_BITS) - 1
+MAX_RECORD_SECTORS: Final = (1 << LENGTH_BITS) - 1  # 16383
+INVALID_OFFSET: Final = OFFSET_MASK
+INVALID_RECORD: Final = RECORD_STRUCT.pack(INVALID_OFFSET, 0)
+ZEROED_SHIFT: Final = 55
+ZEROED_BIT: Final = 1 << ZEROED_SHIFT
+TAG_SHIFT: Final = 56
 # §7.2: in TurboOCI warp layers, tag 1 marks data that lives in the original layer tar.
-WARP_TARGET_TAG = 1
+WARP_TARGET_TAG: Final = 1
 
 # §2.6: the committed index is padded to whole 4096-byte blocks of records.
-INDEX_PAD_RECORDS = HT_SPACE // RECORD_SIZE
+INDEX_PAD_RECORDS: Final = HT_SPACE // RECORD_SIZE
 # §2.7: an RO layer holds at most this many records, padding included.
-MAX_RO_INDEX_RECORDS = 1_000_000
+MAX_RO_INDEX_RECORDS: Final = 1_000_000
 # §2.8
-MAX_STACK_LAYERS = 255
+MAX_STACK_LAYERS: Final = 255
 
-NULL_UUID = "00000000-0000-0000-0000-000000000000"
-_UUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+NULL_UUID: Final = "00000000-0000-0000-0000-000000000000"
+_UUID_RE: Final = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 
 
 def normalize_uuid(text: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from .errors import FormatError
 from .lsmt_layout import (
@@ -27,7 +28,7 @@ from .lsmt_layout import (
 )
 from .source import ByteSource
 
-_LENGTH_MASK = (1 << LENGTH_BITS) - 1
+_LENGTH_MASK: Final = (1 << LENGTH_BITS) - 1
 
 
 @dataclass(frozen=True)

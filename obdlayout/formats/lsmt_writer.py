@@ -9,7 +9,7 @@ Only the index is kept in memory (16 bytes a record), never the data.
 """
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from .lsmt_layout import (
     COMMITTED_HEADER_FLAGS,
@@ -35,7 +35,7 @@ from .lsmt_layout import (
 )
 
 # §2.6 step 2: pcopy copies data records in 32 KiB chunks, each chunk becoming one record.
-COPY_CHUNK_SECTORS = 32 * 1024 // SECTOR
+COPY_CHUNK_SECTORS: Final = 32 * 1024 // SECTOR
 
 
 class Sink(Protocol):

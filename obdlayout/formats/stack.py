@@ -8,14 +8,14 @@ A TurboOCI warp layer's tag-1 records read its target, the original layer tar (Â
 
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .errors import FormatError
 from .lsmt_layout import MAX_STACK_LAYERS, SECTOR
 from .lsmt_reader import LsmtLayer
 from .source import ByteSource
 
-ZEROED = -1  # layer number of a merged segment that reads as zeros
+ZEROED: Final = -1  # layer number of a merged segment that reads as zeros
 
 
 class Segment(NamedTuple):

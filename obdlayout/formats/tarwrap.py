@@ -6,7 +6,7 @@ form and the plain one-member ustar form (Go archive/tar, payload at 512).
 """
 
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from ..tar.ustar import (
     BLOCK,
@@ -38,15 +38,15 @@ from ..tar.ustar import (
 )
 from ..units import STREAM_CHUNK
 
-PAX_PAYLOAD_OFFSET = 3 * BLOCK  # PAX header, PAX record block, member header
-PLAIN_PAYLOAD_OFFSET = BLOCK
+PAX_PAYLOAD_OFFSET: Final = 3 * BLOCK  # PAX header, PAX record block, member header
+PLAIN_PAYLOAD_OFFSET: Final = BLOCK
 
-PAX_NAME = b"overlaybd.pax"
-MEMBER_NAME = b"overlaybd.commit"
-MEMBER_MODE = 0o100644  # the tool writes the output file's st_mode; fixed here for reproducibility
-OWNER_NAME = b"root"
-TYPE_PAX = b"x"
-TYPE_FILE = b"0"
+PAX_NAME: Final = b"overlaybd.pax"
+MEMBER_NAME: Final = b"overlaybd.commit"
+MEMBER_MODE: Final = 0o100644  # the tool writes the output file's st_mode; fixed here for reproducibility
+OWNER_NAME: Final = b"root"
+TYPE_PAX: Final = b"x"
+TYPE_FILE: Final = b"0"
 
 
 def _put(block: bytearray, spec: tuple[int, int], value: bytes) -> None:
@@ -85,8 +85,8 @@ def wrapper_headers(payload_size: int) -> bytes:
 
 
 # How the Go convertor wraps the baselayer (convertor-spec.md §2.4): Go's archive/tar, one ustar member.
-GO_MEMBER_MODE = 0o444
-GO_END_OF_ARCHIVE = bytes(2 * BLOCK)  # two zero blocks, no padding to a 10 KiB record
+GO_MEMBER_MODE: Final = 0o444
+GO_END_OF_ARCHIVE: Final = bytes(2 * BLOCK)  # two zero blocks, no padding to a 10 KiB record
 
 
 def go_member_header(size: int, name: bytes = MEMBER_NAME, mode: int = GO_MEMBER_MODE) -> bytes:

@@ -14,6 +14,7 @@ import io
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from ..tar.reader import TarReader
 from ..tar.ustar import BLOCK, TarFormatError
@@ -21,13 +22,13 @@ from ..units import STREAM_CHUNK
 from .errors import FormatError
 from .tarwrap import GO_END_OF_ARCHIVE, go_member_header
 
-ARCHIVE_NAME = "turboOCIv1.tar.gz"
-FS_META_NAMES = ("ext4.fs.meta", "erofs.fs.meta")  # the snapshotter picks the file system by this name
-GZIP_META_NAME = "gzip.meta"
-MARKER_NAME = ".turbo.ociv1"
-MEMBER_MODE = 0o644
-GZIP_LEVEL = 1  # containerd's CompressStream: compress/gzip BestSpeed
-MAX_MEMBER = 1 << 30  # metadata of even the largest images is far smaller; beyond this an archive is hostile
+ARCHIVE_NAME: Final = "turboOCIv1.tar.gz"
+FS_META_NAMES: Final = ("ext4.fs.meta", "erofs.fs.meta")  # the snapshotter picks the file system by this name
+GZIP_META_NAME: Final = "gzip.meta"
+MARKER_NAME: Final = ".turbo.ociv1"
+MEMBER_MODE: Final = 0o644
+GZIP_LEVEL: Final = 1  # containerd's CompressStream: compress/gzip BestSpeed
+MAX_MEMBER: Final = 1 << 30  # metadata of even the largest images is far smaller; beyond this an archive is hostile
 
 
 class _Hashing:

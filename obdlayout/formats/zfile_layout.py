@@ -3,47 +3,48 @@
 import struct
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from typing import Final
 
 import lz4.block
 import zstandard
 
 from .crc import raw_crc32c
 
-HT_SIZE = 512
-MAGIC0 = b"ZFile\x00\x01\x00"
-MAGIC1 = b"tuji.yyf@Alibaba"
+HT_SIZE: Final = 512
+MAGIC0: Final = b"ZFile\x00\x01\x00"
+MAGIC1: Final = b"tuji.yyf@Alibaba"
 
 # §3.2 flag bits (u64 at offset 32).
-FLAG_HEADER = 0x01
-FLAG_DATA = 0x02
-FLAG_SEALED = 0x04
-FLAG_HEADER_OVERWRITE = 0x08
-FLAG_DIGEST = 0x10
-INITIAL_HEADER_FLAGS = FLAG_HEADER | FLAG_DATA | FLAG_DIGEST  # 0x13
-TRAILER_FLAGS = FLAG_DATA | FLAG_SEALED | FLAG_DIGEST  # 0x16
-OVERWRITTEN_HEADER_FLAGS = FLAG_HEADER | FLAG_DATA | FLAG_HEADER_OVERWRITE | FLAG_DIGEST  # 0x1B
+FLAG_HEADER: Final = 0x01
+FLAG_DATA: Final = 0x02
+FLAG_SEALED: Final = 0x04
+FLAG_HEADER_OVERWRITE: Final = 0x08
+FLAG_DIGEST: Final = 0x10
+INITIAL_HEADER_FLAGS: Final = FLAG_HEADER | FLAG_DATA | FLAG_DIGEST  # 0x13
+TRAILER_FLAGS: Final = FLAG_DATA | FLAG_SEALED | FLAG_DIGEST  # 0x16
+OVERWRITTEN_HEADER_FLAGS: Final = FLAG_HEADER | FLAG_DATA | FLAG_HEADER_OVERWRITE | FLAG_DIGEST  # 0x1B
 
 # §3.2: magic0, magic1, size, digest, flags, index_offset, index_size, original_file_size, index_crc,
 # reserved_0, then CompressOptions: block_size, algo, level, use_dict, (pad), reserved, dict_size,
 # verify, (pad). Natural alignment, 96 bytes.
-HT_STRUCT = struct.Struct("<8s16sIIQQQQII IBBBxIIB7x")
+HT_STRUCT: Final = struct.Struct("<8s16sIIQQQQII IBBBxIIB7x")
 assert HT_STRUCT.size == 96
-STRUCT_SIZE = HT_STRUCT.size
-DIGEST_OFFSET = 28
-DIGEST_STRUCT = struct.Struct("<I")
+STRUCT_SIZE: Final = HT_STRUCT.size
+DIGEST_OFFSET: Final = 28
+DIGEST_STRUCT: Final = struct.Struct("<I")
 
-CRC_STRUCT = struct.Struct("<I")  # per-block CRC trailing each block when verify=1
-CRC_SIZE = CRC_STRUCT.size
-JUMP_ENTRY = "I"  # §3.5: u32 compressed lengths
-MAX_BLOCKS = 1_000_000_000
+CRC_STRUCT: Final = struct.Struct("<I")  # per-block CRC trailing each block when verify=1
+CRC_SIZE: Final = CRC_STRUCT.size
+JUMP_ENTRY: Final = "I"  # §3.5: u32 compressed lengths
+MAX_BLOCKS: Final = 1_000_000_000
 # §3.4: the compressor's buffer is block_size + 512; a block may not come out longer.
-BLOCK_SLACK = 512
+BLOCK_SLACK: Final = 512
 # §3.5: the reader's jump table keeps u16 deltas within a 64 KiB group of uncompressed data.
-JUMP_GROUP_BYTES = 65536
+JUMP_GROUP_BYTES: Final = 65536
 
-BLOCK_SIZES = (4096, 8192, 16384, 32768, 65536)
-DEFAULT_BLOCK_SIZE = 4096
-ZSTD_LEVEL = 3  # §3.4: overlaybd always compresses zstd frames at level 3
+BLOCK_SIZES: Final = (4096, 8192, 16384, 32768, 65536)
+DEFAULT_BLOCK_SIZE: Final = 4096
+ZSTD_LEVEL: Final = 3  # §3.4: overlaybd always compresses zstd frames at level 3
 
 
 class Algorithm(IntEnum):

@@ -13,6 +13,7 @@ from contextlib import suppress
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
+from typing import Final
 
 from ..lifetime import die_with_parent, keep_from_later_children
 from .crc import BLOCK_CRC_SEED, raw_crc32c
@@ -21,7 +22,7 @@ from .zfile_layout import BLOCK_SLACK, CRC_STRUCT, JUMP_ENTRY, Algorithm, BlockC
 # Batches in flight per worker. On a machine whose cores are all busy (the layer's decompressing process,
 # this writer, the workers), a worker may wait for a core; the writer runs on meanwhile until every slot is
 # taken, so a deeper queue keeps it from stopping for the workers.
-SLOTS_PER_WORKER = 4
+SLOTS_PER_WORKER: Final = 4
 
 
 def output_capacity(batch_bytes: int, block_size: int) -> int:

@@ -4,6 +4,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from itertools import accumulate
+from typing import Final
 
 from ..units import MiB
 from .crc import BLOCK_CRC_SEED, raw_crc32c
@@ -25,9 +26,9 @@ from .zfile_layout import (
     block_digest_ok,
 )
 
-_MAX_READER_BLOCK = 65536  # §3.5: reads fail past 64 KiB blocks
-_CACHE_BLOCKS = 64  # decompressed blocks kept for neighbouring small reads
-_SEQUENTIAL_READ = MiB  # compressed bytes fetched at once when streaming
+_MAX_READER_BLOCK: Final = 65536  # §3.5: reads fail past 64 KiB blocks
+_CACHE_BLOCKS: Final = 64  # decompressed blocks kept for neighbouring small reads
+_SEQUENTIAL_READ: Final = MiB  # compressed bytes fetched at once when streaming
 
 
 def is_zfile(head: bytes) -> bool:

@@ -10,7 +10,7 @@ import os
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from ..units import MiB
 from .crc import raw_crc32c
@@ -30,7 +30,7 @@ from .zfile_pool import CompressorPool, compress_into, output_capacity
 
 # Work is handed out about 1 MiB of input at a time: large enough to amortise the hand-off,
 # small enough to keep memory bounded (zfile_pool.SLOTS_PER_WORKER batches per worker).
-BATCH_BYTES = MiB
+BATCH_BYTES: Final = MiB
 
 
 @dataclass(frozen=True)

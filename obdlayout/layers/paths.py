@@ -9,11 +9,11 @@ cat), through `PathOps`.
 
 import stat
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from .errors import EntryError
 
-MAX_SYMLINK_HOPS = 40  # as the kernel's path walk
+MAX_SYMLINK_HOPS: Final = 40  # as the kernel's path walk
 
 N = TypeVar("N")
 

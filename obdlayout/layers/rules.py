@@ -17,7 +17,7 @@ numbers are honoured (tar/reader.py), and GNU sparse files keep their holes.
 
 import stat
 from dataclasses import dataclass, field
-from typing import BinaryIO, Generic, TypeVar
+from typing import BinaryIO, Final, Generic, TypeVar
 
 from ..tar.reader import BLOCKDEV, CHAR, FIFO, HARDLINK, SYMLINK, EntryCursor, TarEntry, TarReader
 from ..tar.ustar import TarFormatError
@@ -25,17 +25,17 @@ from .errors import EntryError, LayerError, RuleError
 from .paths import NotADirectory, ResolveError, clean_path, resolve
 from .tree import FileContent, FileTree, Stamp
 
-WHITEOUT_PREFIX = b".wh."
-OPAQUE_MARKER = b".wh..wh..opq"
-PARENT_STAMP = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
-MAX_ID = 2**32 - 1  # Linux uid_t / gid_t
+WHITEOUT_PREFIX: Final = b".wh."
+OPAQUE_MARKER: Final = b".wh..wh..opq"
+PARENT_STAMP: Final = Stamp(mode=0o755, uid=0, gid=0, mtime=0)
+MAX_ID: Final = 2**32 - 1  # Linux uid_t / gid_t
 # Linux's PATH_MAX: no tool that made a layer through system calls can have named a longer path; a longer
 # one would make a tree of thousands of directories, one per path component.
-MAX_PATH_BYTES = 4096
+MAX_PATH_BYTES: Final = 4096
 # Far beyond real layers (a large distribution image holds a few hundred thousand entries); bounds the
-# memory a hostile layer can make the file system take.
+# memory a hostile layer can make the file system take. Not Final (which compiled code inlines): a test lowers it.
 MAX_ENTRIES = 10_000_000
-_DEVICE_KINDS = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}
+_DEVICE_KINDS: Final = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}
 
 N = TypeVar("N")
 

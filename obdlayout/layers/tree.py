@@ -7,7 +7,7 @@ of (directory, name) pairs a layer made, and recognise a hard link to itself by 
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from .paths import PathOps
 
@@ -26,7 +26,7 @@ class Stamp:
 
 
 # Linux gives every symlink all permissions (lchmod cannot change them): a tar's mode for one is not kept.
-SYMLINK_PERMISSIONS = 0o777
+SYMLINK_PERMISSIONS: Final = 0o777
 
 # (offset, length) -> the bytes, which may be a view valid only until the next read; offsets never decrease
 Reader = Callable[[int, int], bytes | memoryview]

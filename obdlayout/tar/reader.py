@@ -12,7 +12,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Final, TypeVar
 
 from ..units import STREAM_CHUNK, MiB
 from .ustar import (
@@ -43,41 +43,51 @@ from .ustar import (
 from .ustar import field as header_field
 
 # Old GNU sparse header: 4 (offset, numbytes) pairs, the "extended" flag and the real size.
-GNU_SPARSE_MAP = 386
-GNU_SPARSE_ENTRIES = 4
-GNU_IS_EXTENDED = 482
-GNU_REALSIZE = (483, 12)
-GNU_EXT_ENTRIES = 21  # per continuation block
-GNU_EXT_IS_EXTENDED = 504
-NUMBER = 12
+GNU_SPARSE_MAP: Final = 386
+GNU_SPARSE_ENTRIES: Final = 4
+GNU_IS_EXTENDED: Final = 482
+GNU_REALSIZE: Final = (483, 12)
+GNU_EXT_ENTRIES: Final = 21  # per continuation block
+GNU_EXT_IS_EXTENDED: Final = 504
+NUMBER: Final = 12
 # Positions in ustar.HEADER's fields.
-_NAME, _MODE, _UID, _GID, _SIZE, _MTIME = (HEADER_FIELDS.index(f) for f in (NAME, MODE, UID, GID, SIZE, MTIME))
-_TYPEFLAG, _LINKNAME, _MAGIC, _VERSION = (HEADER_FIELDS.index(f) for f in (TYPEFLAG, LINKNAME, MAGIC, VERSION))
-_DEVMAJOR, _DEVMINOR, _PREFIX = (HEADER_FIELDS.index(f) for f in (DEVMAJOR, DEVMINOR, PREFIX))
+_NAME: Final = HEADER_FIELDS.index(NAME)
+_MODE: Final = HEADER_FIELDS.index(MODE)
+_UID: Final = HEADER_FIELDS.index(UID)
+_GID: Final = HEADER_FIELDS.index(GID)
+_SIZE: Final = HEADER_FIELDS.index(SIZE)
+_MTIME: Final = HEADER_FIELDS.index(MTIME)
+_TYPEFLAG: Final = HEADER_FIELDS.index(TYPEFLAG)
+_LINKNAME: Final = HEADER_FIELDS.index(LINKNAME)
+_MAGIC: Final = HEADER_FIELDS.index(MAGIC)
+_VERSION: Final = HEADER_FIELDS.index(VERSION)
+_DEVMAJOR: Final = HEADER_FIELDS.index(DEVMAJOR)
+_DEVMINOR: Final = HEADER_FIELDS.index(DEVMINOR)
+_PREFIX: Final = HEADER_FIELDS.index(PREFIX)
 
 
-REGULAR = b"0"
-AREGULAR = b"\x00"
-HARDLINK = b"1"
-SYMLINK = b"2"
-CHAR = b"3"
-BLOCKDEV = b"4"
-DIRECTORY = b"5"
-FIFO = b"6"
-CONTIGUOUS = b"7"
-PAX_LOCAL = b"x"
-PAX_GLOBAL = b"g"
-GNU_LONGNAME = b"L"
-GNU_LONGLINK = b"K"
-GNU_SPARSE = b"S"
-_EXTENSIONS = (PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK)
-_KNOWN_TYPES = (REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS, GNU_SPARSE)
-_MAX_EXTENSION = 16 * MiB  # a PAX or long-name block larger than this is not a header
+REGULAR: Final = b"0"
+AREGULAR: Final = b"\x00"
+HARDLINK: Final = b"1"
+SYMLINK: Final = b"2"
+CHAR: Final = b"3"
+BLOCKDEV: Final = b"4"
+DIRECTORY: Final = b"5"
+FIFO: Final = b"6"
+CONTIGUOUS: Final = b"7"
+PAX_LOCAL: Final = b"x"
+PAX_GLOBAL: Final = b"g"
+GNU_LONGNAME: Final = b"L"
+GNU_LONGLINK: Final = b"K"
+GNU_SPARSE: Final = b"S"
+_EXTENSIONS: Final = (PAX_LOCAL, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK)
+_KNOWN_TYPES: Final = (REGULAR, AREGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO, CONTIGUOUS, GNU_SPARSE)
+_MAX_EXTENSION: Final = 16 * MiB  # a PAX or long-name block larger than this is not a header
 # GNU tar writes a region per run of data in a sparse file: a million is far more than real images hold,
-# and bounds the memory a hostile map can take.
+# and bounds the memory a hostile map can take. Not Final (which compiled code inlines): a test lowers it.
 MAX_SPARSE_REGIONS = 1_000_000
-XATTR_PREFIX = b"SCHILY.xattr."
-_PAX_TIME = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
+XATTR_PREFIX: Final = b"SCHILY.xattr."
+_PAX_TIME: Final = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
 Data = TypeVar("Data", bound=bytes | memoryview)
 
 
@@ -133,7 +143,7 @@ def _pax_int(value: bytes) -> int:
 
 # What a decompressing stream raises for bad input (Python's gzip: BadGzipFile, EOFError, zlib.error).
 # Our own layer streams raise a LayoutError naming the blob instead, which passes through.
-_STREAM_ERRORS = (OSError, EOFError, zlib.error)
+_STREAM_ERRORS: Final = (OSError, EOFError, zlib.error)
 
 
 def _check_region_count(count: int) -> None:

@@ -14,16 +14,16 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from ..units import STREAM_CHUNK
 from .reader import EntryCursor, TarEntry, TarReader
 from .ring import Ring
 from .ustar import TarFormatError
 
-FRAME = struct.Struct("<QQ")  # payload bytes; tar bytes parsed when the frame was sent
-FRAME_DATA = STREAM_CHUNK  # a frame is sent once it announces this much file data ...
-FRAME_ENTRIES = 1024  # ... or this many entries
+FRAME: Final = struct.Struct("<QQ")  # payload bytes; tar bytes parsed when the frame was sent
+FRAME_DATA: Final = STREAM_CHUNK  # a frame is sent once it announces this much file data ...
+FRAME_ENTRIES: Final = 1024  # ... or this many entries
 Item = TarEntry | int  # an entry, or the length of the next piece of its stored bytes in the ring
 
 

@@ -18,17 +18,18 @@ import os
 import select
 import struct
 from contextlib import suppress
+from typing import Final
 
 from ..lifetime import keep_from_later_children
 from ..units import MiB
 
-RING_BYTES = 64 * MiB
-_HEADER = struct.Struct("<QQ")  # released position (the reader's); the one the writer waits for, or 0
-_RELEASED = 0
-_WANTED = 8
-REFILL_SHARE = 4  # a writer that finds the ring full waits until this share of it is free
-_POSITION = struct.Struct("<Q")
-_WAIT_SECONDS = 0.01
+RING_BYTES: Final = 64 * MiB
+_HEADER: Final = struct.Struct("<QQ")  # released position (the reader's); the one the writer waits for, or 0
+_RELEASED: Final = 0
+_WANTED: Final = 8
+REFILL_SHARE: Final = 4  # a writer that finds the ring full waits until this share of it is free
+_POSITION: Final = struct.Struct("<Q")
+_WAIT_SECONDS: Final = 0.01
 
 
 class Ring:

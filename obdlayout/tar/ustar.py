@@ -8,39 +8,42 @@ import itertools
 import struct
 import zlib
 from collections.abc import Iterator
+from typing import Final
 
 from ..errors import ObdlayoutError
 
-BLOCK = 512
+BLOCK: Final = 512
 # Header fields: (offset, length).
-NAME = (0, 100)
-MODE = (100, 8)
-UID = (108, 8)
-GID = (116, 8)
-SIZE = (124, 12)
-MTIME = (136, 12)
-CHKSUM = (148, 8)
-TYPEFLAG = (156, 1)
-LINKNAME = (157, 100)
-MAGIC = (257, 6)
-VERSION = (263, 2)
-UNAME = (265, 32)
-GNAME = (297, 32)
-DEVMAJOR = (329, 8)
-DEVMINOR = (337, 8)
-PREFIX = (345, 155)
+NAME: Final = (0, 100)
+MODE: Final = (100, 8)
+UID: Final = (108, 8)
+GID: Final = (116, 8)
+SIZE: Final = (124, 12)
+MTIME: Final = (136, 12)
+CHKSUM: Final = (148, 8)
+TYPEFLAG: Final = (156, 1)
+LINKNAME: Final = (157, 100)
+MAGIC: Final = (257, 6)
+VERSION: Final = (263, 2)
+UNAME: Final = (265, 32)
+GNAME: Final = (297, 32)
+DEVMAJOR: Final = (329, 8)
+DEVMINOR: Final = (337, 8)
+PREFIX: Final = (345, 155)
 
-HEADER_FIELDS: tuple[tuple[int, int], ...] = (NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG, LINKNAME)
-HEADER_FIELDS += (MAGIC, VERSION, UNAME, GNAME, DEVMAJOR, DEVMINOR, PREFIX)
+HEADER_FIELDS: Final = (
+    NAME, MODE, UID, GID, SIZE, MTIME, CHKSUM, TYPEFLAG, LINKNAME, MAGIC, VERSION, UNAME, GNAME, DEVMAJOR, DEVMINOR,
+    PREFIX,
+)  # fmt: skip
 # Every field of a header block at once (the fields lie back to back from byte 0 to 500).
-HEADER = struct.Struct("".join(f"{length}s" for _, length in HEADER_FIELDS))
+HEADER: Final = struct.Struct("".join(f"{length}s" for _, length in HEADER_FIELDS))
 assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(HEADER_FIELDS))
 
-USTAR_MAGIC = b"ustar\x00"
-USTAR_VERSION = b"00"
-_CHKSUM_BLANKS = CHKSUM[1] * ord(" ")  # the checksum is computed with its own field as spaces
-_BASE256_POSITIVE = 0x80
-_BASE256_NEGATIVE = 0xFF
+USTAR_MAGIC: Final = b"ustar\x00"
+USTAR_VERSION: Final = b"00"
+_CHKSUM_BLANKS: Final = CHKSUM[1] * ord(" ")  # the checksum is computed with its own field as spaces
+_BASE256_POSITIVE: Final = 0x80
+_BASE256_NEGATIVE: Final = 0xFF
 
 
 class TarFormatError(ObdlayoutError):
