@@ -110,6 +110,14 @@ class TarEntry:
     # data regions back to back) lie at [data_offset, data_offset + stored bytes) of the uncompressed tar.
     data_offset: int = 0
 
+    def __reduce__(self) -> tuple[Callable[..., "TarEntry"], tuple[object, ...]]:
+        # Entries cross from the parsing process in pickles (relay.py): as the constructor's arguments they
+        # pickle and load in a third of the time their attribute dicts take.
+        return TarEntry, (
+            self.name, self.type, self.mode, self.uid, self.gid, self.size, self.mtime, self.mtime_ns, self.linkname,
+            self.devmajor, self.devminor, self.xattrs, self.sparse, self.data_offset,
+        )  # fmt: skip
+
     @property
     def is_regular(self) -> bool:
         return self.type in (REGULAR, AREGULAR, CONTIGUOUS, GNU_SPARSE) and not self.is_directory
