@@ -91,7 +91,7 @@ _PAX_TIME: Final = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
 Data = TypeVar("Data", bound=bytes | memoryview)
 
 
-@dataclass
+@dataclass(init=False)  # compiled code runs a written __init__ natively, a generated one interpreted
 class TarEntry:
     name: bytes
     type: bytes
@@ -109,6 +109,17 @@ class TarEntry:
     # Where the entry's stored data starts in the stream: a regular file's bytes (for a sparse file, its
     # data regions back to back) lie at [data_offset, data_offset + stored bytes) of the uncompressed tar.
     data_offset: int = 0
+
+    def __init__(
+        self, name: bytes, type: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, mtime_ns: int,
+        linkname: bytes, devmajor: int, devminor: int, xattrs: dict[str, bytes] | None = None,
+        sparse: list[tuple[int, int]] | None = None, data_offset: int = 0,
+    ) -> None:  # fmt: skip
+        self.name, self.type, self.mode, self.uid, self.gid, self.size = name, type, mode, uid, gid, size
+        self.mtime, self.mtime_ns, self.linkname = mtime, mtime_ns, linkname
+        self.devmajor, self.devminor = devmajor, devminor
+        self.xattrs = {} if xattrs is None else xattrs
+        self.sparse, self.data_offset = sparse, data_offset
 
     def __reduce__(self) -> tuple[Callable[..., "TarEntry"], tuple[object, ...]]:
         # Entries cross from the parsing process in pickles (relay.py): as the constructor's arguments they
