@@ -205,6 +205,7 @@ def run() -> dict[str, object]:
         runs[name] = _convert(source, tar_bytes, name, options)
         if name == "overlaybd":  # its output is replaced by the next run's
             native = floor.run(source, "bench", OUT / "convert-output", "bench-obd", floor.cores())
+            result["read_back"] = _read_back(source, OUT / "convert-output")
     result["native_floor"] = native
     result.update(runs)
     result["real_tools"] = tools = _real_tools(source, tar_bytes, runs)
@@ -241,6 +242,28 @@ def _real_tools(source: Path, tar_bytes: int, runs: dict[str, dict[str, float]])
         ratio = runs[name]["seconds"] / theirs["seconds"]
         result[name] = {**theirs, "ours_over_theirs": round(ratio, 3)}
         print(f"    {name}: ours took {ratio:.2f} x the real tools' time")
+    return result
+
+
+def _read_back(source: Path, converted: Path) -> dict[str, dict[str, float]]:
+    """`verify --against` the source and `extract --tar` of the converted bench image: time, CPU and memory."""
+    image = f"{converted}:bench-obd"
+    tar = OUT / "extracted.tar"
+    commands = {
+        "verify_against": ["verify", image, "--against", f"{source}:bench"],
+        "extract_tar": ["extract", image, "--tar", str(tar)],
+    }
+    result = {}
+    try:
+        for name, command in commands.items():
+            start = time.perf_counter()
+            _, peak, cpu = run_measured([sys.executable, "-m", "obdlayout.cli", *command])
+            seconds = time.perf_counter() - start
+            percent = round(100 * cpu / seconds)
+            result[name] = {"seconds": round(seconds, 2), "cpu_percent": percent, "peak_rss_mb": round(peak, 1)}
+            print(f"  {command[0]} {command[2]:9}: {seconds:.2f} s, {percent} % CPU, peak RSS {peak:.0f} MB")
+    finally:
+        tar.unlink(missing_ok=True)
     return result
 
 
