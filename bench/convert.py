@@ -33,6 +33,7 @@ from isal import igzip
 from obdlayout.compiled import INTERPRETED_VARIABLE
 from obdlayout.convert.tools import APPLY, COMMIT, CREATE, DEFAULT_TOOLS_DIR, TURBO_APPLY
 from obdlayout.formats.turbo_archive import FS_META_NAMES
+from obdlayout.formats.zfile_writer import default_jobs
 
 from . import floor
 from .inputs import OUT, derived_tar, large_files, python_tree, run_measured, tar_of
@@ -204,7 +205,7 @@ def run() -> dict[str, object]:
     for name, options in RUNS.items():
         runs[name] = _convert(source, tar_bytes, name, options)
         if name == "overlaybd":  # its output is replaced by the next run's
-            native = floor.run(source, "bench", OUT / "convert-output", "bench-obd", floor.cores())
+            native = floor.run(source, "bench", OUT / "convert-output", "bench-obd", default_jobs())
             result["read_back"] = _read_back(source, OUT / "convert-output")
     result["native_floor"] = native
     result.update(runs)

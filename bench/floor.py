@@ -8,8 +8,6 @@ time can be set against the least time this machine's cores allow: their CPU tim
 """
 
 import hashlib
-import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +17,16 @@ from crc32c import crc32c
 from isal import igzip_lib
 
 from obdlayout.formats.blob import Blob
+from obdlayout.oci.layout import Layout
 
 READ = 1 << 20
 ZFILE_BLOCK = 4096  # the ZFile block size of a default conversion
 
 
-def _manifest_layers(layout: Path, tag: str) -> list[Path]:
-    """The layer blobs of the manifest tagged `tag` in the OCI layout `layout`."""
-    blobs = layout / "blobs" / "sha256"
-    index = json.loads((layout / "index.json").read_text())
-    found = [m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
-    if not found:
-        raise SystemExit(f"bench: no manifest tagged {tag!r} in {layout}")
-    manifest = json.loads((blobs / found[0]["digest"].split(":")[1]).read_bytes())
-    return [blobs / layer["digest"].split(":")[1] for layer in manifest["layers"]]
+def _manifest_layers(root: Path, tag: str) -> list[Path]:
+    """The layer blobs of the manifest tagged `tag` in the OCI layout at `root`."""
+    layout = Layout(root)
+    return [layout.blob_path(layer.digest) for layer in layout.read_manifest(layout.resolve_tag(tag)).layers]
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -107,7 +101,3 @@ def run(source: Path, source_tag: str, converted: Path, converted_tag: str, core
         f"takes less than {total / cores:.2f} s"
     )
     return result
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
