@@ -30,7 +30,7 @@ from pathlib import Path
 
 from isal import igzip
 
-from obdlayout.compiled import INTERPRETED_VARIABLE
+from obdlayout.compiled import environment
 from obdlayout.convert.tools import APPLY, COMMIT, CREATE, DEFAULT_TOOLS_DIR, TURBO_APPLY
 from obdlayout.formats.turbo_archive import FS_META_NAMES
 from obdlayout.formats.zfile_writer import default_jobs
@@ -156,10 +156,7 @@ RUNS = {
 def _convert(source: Path, tar_bytes: int, name: str, options: list[str]) -> dict[str, float]:
     destination = OUT / "convert-output"
     shutil.rmtree(destination, ignore_errors=True)
-    command = [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(destination), "-q", *options]
-    start = time.perf_counter()
-    _, peak, cpu = run_measured(command)
-    seconds = time.perf_counter() - start
+    seconds, peak, cpu = _measured(["convert", str(source), str(destination), "-q", *options])
     source_blobs = {p.name for p in (source / "blobs" / "sha256").iterdir()}
     made = [p for p in (destination / "blobs" / "sha256").iterdir() if p.name not in source_blobs]
     result = {
@@ -175,6 +172,13 @@ def _convert(source: Path, tar_bytes: int, name: str, options: list[str]) -> dic
         f"peak RSS {peak:.0f} MB (largest process), {result['written_mb']:.1f} MB written"
     )
     return result
+
+
+def _measured(arguments: list[str]) -> tuple[float, float, float]:
+    """Run `obdlayout ARGUMENTS...`: its wall seconds, peak RSS in MB and CPU seconds (every process's)."""
+    start = time.perf_counter()
+    _, peak, cpu = run_measured([sys.executable, "-m", "obdlayout.cli", *arguments])
+    return time.perf_counter() - start, peak, cpu
 
 
 def _fs_meta_bytes(blobs: list[Path]) -> int:
@@ -257,9 +261,7 @@ def _read_back(source: Path, converted: Path) -> dict[str, dict[str, float]]:
     result = {}
     try:
         for name, command in commands.items():
-            start = time.perf_counter()
-            _, peak, cpu = run_measured([sys.executable, "-m", "obdlayout.cli", *command])
-            seconds = time.perf_counter() - start
+            seconds, peak, cpu = _measured(command)
             percent = round(100 * cpu / seconds)
             result[name] = {"seconds": round(seconds, 2), "cpu_percent": percent, "peak_rss_mb": round(peak, 1)}
             print(f"  {command[0]} {command[2]:9}: {seconds:.2f} s, {percent} % CPU, peak RSS {peak:.0f} MB")
@@ -284,10 +286,7 @@ def _stages(source: Path) -> dict[str, object]:
         destination = OUT / "convert-output"
         shutil.rmtree(destination, ignore_errors=True)
         command = [sys.executable, "-m", "bench.stages", str(source), str(destination), "-q", *RUNS["overlaybd"]]
-        env = {name: value for name, value in os.environ.items() if name != INTERPRETED_VARIABLE}
-        if interpreted:
-            env[INTERPRETED_VARIABLE] = "1"
-        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=environment(interpreted))
         stages: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
         result[mode] = stages
         print(

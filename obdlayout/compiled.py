@@ -27,6 +27,14 @@ MANIFEST = "compiled.json"
 INTERPRETED_VARIABLE = "OBDLAYOUT_INTERPRETED"
 
 
+def environment(interpreted: bool) -> dict[str, str]:
+    """This process's environment for a child that must run the sources (`interpreted`) or the build if current."""
+    env = {name: value for name, value in os.environ.items() if name != INTERPRETED_VARIABLE}
+    if interpreted:
+        env[INTERPRETED_VARIABLE] = "1"
+    return env
+
+
 def source_digest(path: str) -> str:
     with open(path, "rb") as source:
         return hashlib.sha256(source.read()).hexdigest()

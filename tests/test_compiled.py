@@ -4,7 +4,6 @@ unchanged, the interpreted modules are then imported in its place, and both give
 import ast
 import importlib
 import json
-import os
 import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import obdlayout
-from obdlayout.compiled import INTERPRETED_VARIABLE, MANIFEST, PACKAGE_DIR, build_is_current, recorded_build
+from obdlayout.compiled import MANIFEST, PACKAGE_DIR, build_is_current, environment, recorded_build
 from obdlayout.compiled import source_digest as digest_of
 
 from .oci_layouts import LayoutBuilder
@@ -104,18 +103,10 @@ def _module_files(interpreted: bool) -> dict[str, str]:
     code = (
         "import importlib, json, sys; print(json.dumps({n: importlib.import_module(n).__file__ for n in sys.argv[1:]}))"
     )
-    env = _environment(interpreted)
+    env = environment(interpreted)
     done = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, env=env, check=True)
     files: dict[str, str] = json.loads(done.stdout)
     return files
-
-
-def _environment(interpreted: bool) -> dict[str, str]:
-    """This process's environment, asking for the interpreted modules or not."""
-    env = {name: value for name, value in os.environ.items() if name != INTERPRETED_VARIABLE}
-    if interpreted:
-        env[INTERPRETED_VARIABLE] = "1"
-    return env
 
 
 def test_the_compiled_modules_run_when_built_and_the_sources_when_asked() -> None:
@@ -151,7 +142,7 @@ def test_compiled_and_interpreted_conversions_give_the_same_bytes(
     outputs = {}
     for interpreted in (False, True):
         out = tmp_path / ("interpreted" if interpreted else "compiled")
-        env = _environment(interpreted)
+        env = environment(interpreted)
         command = [sys.executable, "-m", "obdlayout.cli", "convert", str(source), str(out), "-q", "-i", "src"]
         done = subprocess.run([*command, "--no-cache", *options], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
