@@ -11,7 +11,7 @@ import re
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, Final, TypeVar
 
 from ..units import STREAM_CHUNK, MiB
@@ -91,7 +91,9 @@ _PAX_TIME: Final = re.compile(rb"-?[0-9]{1,100}(\.[0-9]{0,100})?")
 Data = TypeVar("Data", bound=bytes | memoryview)
 
 
-@dataclass(init=False)  # compiled code runs a written __init__ natively, a generated one interpreted
+# Compiled code runs a written __init__ natively, the one dataclasses generates interpreted: the fields' defaults
+# are the __init__'s.
+@dataclass(init=False)
 class TarEntry:
     name: bytes
     type: bytes
@@ -104,11 +106,11 @@ class TarEntry:
     linkname: bytes
     devmajor: int
     devminor: int
-    xattrs: dict[str, bytes] = field(default_factory=dict)
-    sparse: list[tuple[int, int]] | None = None  # data regions (offset, length) of a sparse file
+    xattrs: dict[str, bytes]
+    sparse: list[tuple[int, int]] | None  # data regions (offset, length) of a sparse file
     # Where the entry's stored data starts in the stream: a regular file's bytes (for a sparse file, its
     # data regions back to back) lie at [data_offset, data_offset + stored bytes) of the uncompressed tar.
-    data_offset: int = 0
+    data_offset: int
 
     def __init__(
         self, name: bytes, type: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, mtime_ns: int,
